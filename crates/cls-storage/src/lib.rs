@@ -1,1 +1,77 @@
-//! placeholder
+//! The only CLS crate that speaks SQL: the diesel schema, the connection pool, the embedded
+//! migrations and every query.
+//!
+//! Boundary: repository functions take a connection (`&mut AsyncPgConnection`), never a pool,
+//! so the caller decides the transaction scope; a function that needs several statements
+//! opens its own (nested: a savepoint) transaction. Rows are mapped to `cls-domain` types at
+//! this edge; no diesel type escapes except the connection and pool.
+
+pub mod clusters;
+pub mod error;
+pub mod migrate;
+pub mod nodepools;
+pub mod outbox;
+pub mod pool;
+pub mod schema;
+
+mod rows;
+
+pub use diesel_async::AsyncPgConnection;
+pub use error::StorageError;
+pub use pool::{PgPool, pool};
+
+use cls_domain::resource::Labels;
+use cls_domain::status::Phase;
+use time::OffsetDateTime;
+
+/// Filters and paging for list queries (SPEC §3.3, §3.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only resources in this aggregated phase.
+    pub phase: Option<Phase>,
+    /// Only resources carrying every one of these labels.
+    pub labels: Labels,
+    /// Only the resource with exactly this name.
+    pub name: Option<String>,
+    /// Include soft-deleted resources; honoured for controllers only.
+    pub include_deleted: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Default for ListQuery {
+    fn default() -> ListQuery {
+        ListQuery {
+            phase: None,
+            labels: Labels::new(),
+            name: None,
+            include_deleted: false,
+            limit: 50,
+            offset: 0,
+        }
+    }
+}
+
+/// One page of a list and the number of matching resources the caller may see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+/// The result of an update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Updated<T> {
+    pub resource: T,
+    /// The spec changed, so the generation was bumped and status reset to the new generation.
+    pub spec_changed: bool,
+    /// Anything was stored (spec, labels or description); `resource_version` moved.
+    pub changed: bool,
+}
+
+/// Postgres keeps microseconds; timestamps are truncated before they are stored so that what
+/// a caller holds equals what it reads back.
+pub fn truncate_to_micros(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}

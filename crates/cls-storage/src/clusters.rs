@@ -1,0 +1,325 @@
+//! Cluster repository functions. Every read is scoped to what the caller may see
+//! (SPEC §2.2): a user sees only live clusters it created; a controller sees all.
+
+use cls_domain::aggregate::{AggregationInput, DEFAULT_GRACE, aggregate, initial_status};
+use cls_domain::identity::Caller;
+use cls_domain::resource::{Cluster, ClusterSpec, NodePool, ResourceKind};
+use cls_domain::validate::{ClusterUpdate, NewCluster};
+use diesel::dsl::count_star;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::StorageError;
+use crate::rows::{ClusterRow, NodePoolRow, all, encode};
+use crate::schema::{clusters, nodepools, reconcile_schedule};
+use crate::{ListQuery, Page, Updated, truncate_to_micros};
+
+/// The unique index that keeps live cluster names unique per owner.
+const NAME_INDEX: &str = "clusters_owner_name_live";
+
+/// Inserts a cluster owned by `created_by` at generation 1 with a `Pending` status, and its
+/// reconcile schedule (due at once). Fails with [`StorageError::NameExists`] if the owner has
+/// a live cluster of that name.
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    created_by: &str,
+    new: &NewCluster,
+    id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Cluster, StorageError> {
+    let now = truncate_to_micros(now);
+    conn.transaction(async |conn| {
+        let row = diesel::insert_into(clusters::table)
+            .values((
+                clusters::id.eq(id),
+                clusters::name.eq(&new.name),
+                clusters::description.eq(new.description.as_deref()),
+                clusters::target_project_id.eq(new.target_project_id.as_deref()),
+                clusters::labels.eq(encode(&new.labels)),
+                clusters::created_by.eq(created_by),
+                clusters::generation.eq(1),
+                clusters::resource_version.eq(1),
+                clusters::spec.eq(encode(&new.spec)),
+                clusters::status.eq(encode(&initial_status(ResourceKind::Cluster, 1, now))),
+                clusters::created_at.eq(now),
+                clusters::updated_at.eq(now),
+            ))
+            .returning(ClusterRow::as_returning())
+            .get_result(conn)
+            .await
+            .map_err(|e| match e {
+                e if StorageError::is_unique_violation(&e, NAME_INDEX) => {
+                    StorageError::NameExists {
+                        kind: "cluster",
+                        name: new.name.clone(),
+                    }
+                }
+                e => e.into(),
+            })?;
+        diesel::insert_into(reconcile_schedule::table)
+            .values((
+                reconcile_schedule::resource_id.eq(id),
+                reconcile_schedule::resource_kind.eq(ResourceKind::Cluster.as_str()),
+                reconcile_schedule::cluster_id.eq(id),
+                reconcile_schedule::next_due_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        row.into_domain()
+    })
+    .await
+}
+
+/// A cluster by id, if the caller may see it (controllers also see deleted clusters).
+pub async fn get(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Option<Cluster>, StorageError> {
+    let mut query = clusters::table.filter(clusters::id.eq(id)).into_boxed();
+    if let Some(owner) = caller.owner_filter() {
+        query = query
+            .filter(clusters::created_by.eq(owner))
+            .filter(clusters::deleted_at.is_null());
+    }
+    let row = query
+        .select(ClusterRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(ClusterRow::into_domain).transpose()
+}
+
+/// Clusters the caller may see, newest first (`created_at DESC, id DESC`), with the total.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    query: &ListQuery,
+) -> Result<Page<Cluster>, StorageError> {
+    let total = filtered(caller, query)
+        .select(count_star())
+        .get_result(conn)
+        .await?;
+    let rows = filtered(caller, query)
+        .order((clusters::created_at.desc(), clusters::id.desc()))
+        .limit(query.limit)
+        .offset(query.offset)
+        .select(ClusterRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(Page {
+        items: all(rows, ClusterRow::into_domain)?,
+        total,
+    })
+}
+
+fn filtered<'a>(caller: &'a Caller, query: &'a ListQuery) -> clusters::BoxedQuery<'a, Pg> {
+    let mut q = clusters::table.into_boxed();
+    if let Some(owner) = caller.owner_filter() {
+        q = q.filter(clusters::created_by.eq(owner));
+    }
+    if !(caller.is_controller() && query.include_deleted) {
+        q = q.filter(clusters::deleted_at.is_null());
+    }
+    if let Some(phase) = query.phase {
+        q = q.filter(clusters::phase.eq(phase.as_str()));
+    }
+    if let Some(name) = &query.name {
+        q = q.filter(clusters::name.eq(name));
+    }
+    if !query.labels.is_empty() {
+        q = q.filter(clusters::labels.contains(encode(&query.labels)));
+    }
+    q
+}
+
+/// Locks a live cluster the caller may see (`FOR UPDATE`) until the caller's transaction
+/// ends, so that a check on it (a deletion guard, a nodepool creation) cannot race a
+/// concurrent change. Call it inside a transaction.
+pub async fn lock_live(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Cluster, StorageError> {
+    lock_live_row(conn, caller, id).await?.into_domain()
+}
+
+async fn lock_live_row(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<ClusterRow, StorageError> {
+    let live = clusters::table
+        .filter(clusters::id.eq(id))
+        .filter(clusters::deleted_at.is_null());
+    let row = match caller.owner_filter() {
+        Some(owner) => {
+            live.filter(clusters::created_by.eq(owner))
+                .for_update()
+                .select(ClusterRow::as_select())
+                .first(conn)
+                .await
+        }
+        None => {
+            live.for_update()
+                .select(ClusterRow::as_select())
+                .first(conn)
+                .await
+        }
+    };
+    row.optional()?.ok_or(StorageError::NotFound)
+}
+
+/// Applies a validated update to a live cluster (SPEC §3.4), compare-and-set under the row
+/// lock: concurrent updates are serialised, so generations never repeat or skip.
+///
+/// - `if_match` (the `If-Match` version) must equal the stored `resource_version`, else
+///   [`StorageError::PreconditionFailed`]; the body's `resource_version` likewise, else
+///   [`StorageError::VersionConflict`].
+/// - A spec equal to the stored one (after defaults) leaves the generation alone; if labels
+///   and description are unchanged too, nothing is written.
+/// - A spec change bumps the generation by one and stores the status recomputed for the new
+///   generation (`Pending` until controllers report on it).
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+    change: &ClusterUpdate,
+    if_match: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Updated<Cluster>, StorageError> {
+    let now = truncate_to_micros(now);
+    conn.transaction(async |conn| {
+        let row = lock_live_row(conn, caller, id).await?;
+        let version = row.resource_version.to_string();
+        if if_match.is_some_and(|v| v != version) {
+            return Err(StorageError::PreconditionFailed);
+        }
+        if change
+            .resource_version
+            .as_deref()
+            .is_some_and(|v| v != version)
+        {
+            return Err(StorageError::VersionConflict);
+        }
+        let stored = row.into_domain()?;
+        let spec_changed = stored.spec != change.spec;
+        let labels = change.labels.as_ref().unwrap_or(&stored.labels);
+        let description = change.description.as_ref().or(stored.description.as_ref());
+        let changed =
+            spec_changed || *labels != stored.labels || description != stored.description.as_ref();
+        if !changed {
+            return Ok(Updated {
+                resource: stored,
+                spec_changed,
+                changed,
+            });
+        }
+        let generation = stored.generation + i64::from(spec_changed);
+        let status = if spec_changed {
+            reset_status(ResourceKind::Cluster, generation, &stored.status, now)
+        } else {
+            stored.status.clone()
+        };
+        let row = diesel::update(clusters::table.filter(clusters::id.eq(id)))
+            .set((
+                clusters::spec.eq(encode::<ClusterSpec>(&change.spec)),
+                clusters::labels.eq(encode(labels)),
+                clusters::description.eq(description),
+                clusters::generation.eq(generation),
+                clusters::resource_version.eq(clusters::resource_version + 1),
+                clusters::status.eq(encode(&status)),
+                clusters::updated_at.eq(now),
+            ))
+            .returning(ClusterRow::as_returning())
+            .get_result(conn)
+            .await?;
+        Ok(Updated {
+            resource: row.into_domain()?,
+            spec_changed,
+            changed,
+        })
+    })
+    .await
+}
+
+/// The status for a freshly bumped generation: no controller has reported on it yet.
+pub(crate) fn reset_status(
+    kind: ResourceKind,
+    generation: i64,
+    previous: &cls_domain::status::Status,
+    now: OffsetDateTime,
+) -> cls_domain::status::Status {
+    aggregate(&AggregationInput {
+        kind,
+        generation,
+        controllers: &[],
+        previous: Some(previous),
+        now,
+        grace: DEFAULT_GRACE,
+    })
+    .status
+}
+
+/// A soft-deleted cluster and the nodepools deleted with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletedCluster {
+    pub cluster: Cluster,
+    pub nodepools: Vec<NodePool>,
+}
+
+/// Soft-deletes a live cluster and all its live nodepools in one transaction, and removes
+/// their reconcile schedules (deleted resources are never reconciled). The caller checks
+/// visibility and the deletion guard first, under [`lock_live`], in the same transaction.
+pub async fn mark_deleted(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    now: OffsetDateTime,
+) -> Result<DeletedCluster, StorageError> {
+    let now = truncate_to_micros(now);
+    conn.transaction(async |conn| {
+        let cluster = diesel::update(
+            clusters::table
+                .filter(clusters::id.eq(id))
+                .filter(clusters::deleted_at.is_null()),
+        )
+        .set((
+            clusters::deleted_at.eq(now),
+            clusters::updated_at.eq(now),
+            clusters::resource_version.eq(clusters::resource_version + 1),
+            clusters::status_recheck_at.eq(None::<OffsetDateTime>),
+        ))
+        .returning(ClusterRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?
+        .ok_or(StorageError::NotFound)?;
+        let nodepools = diesel::update(
+            nodepools::table
+                .filter(nodepools::cluster_id.eq(id))
+                .filter(nodepools::deleted_at.is_null()),
+        )
+        .set((
+            nodepools::deleted_at.eq(now),
+            nodepools::updated_at.eq(now),
+            nodepools::resource_version.eq(nodepools::resource_version + 1),
+            nodepools::status_recheck_at.eq(None::<OffsetDateTime>),
+        ))
+        .returning(NodePoolRow::as_returning())
+        .load(conn)
+        .await?;
+        diesel::delete(reconcile_schedule::table.filter(reconcile_schedule::cluster_id.eq(id)))
+            .execute(conn)
+            .await?;
+        let mut nodepools = all(nodepools, NodePoolRow::into_domain)?;
+        nodepools.sort_by_key(|np| (np.created_at, np.id));
+        Ok(DeletedCluster {
+            cluster: cluster.into_domain()?,
+            nodepools,
+        })
+    })
+    .await
+}

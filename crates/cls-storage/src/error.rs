@@ -1,0 +1,37 @@
+//! Storage errors.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// What can go wrong in a repository function.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The resource does not exist or the caller may not see it (never distinguished).
+    #[error("not found")]
+    NotFound,
+    /// A live resource with this name exists in the same scope.
+    #[error("a {kind} named '{name}' already exists")]
+    NameExists { kind: &'static str, name: String },
+    /// The body's `resource_version` does not match the stored one.
+    #[error("resource_version does not match the stored version")]
+    VersionConflict,
+    /// The `If-Match` version does not match the stored one.
+    #[error("If-Match does not match the stored version")]
+    PreconditionFailed,
+    /// A stored JSON document does not decode into its domain type.
+    #[error("stored {what} does not decode: {source}")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Database(#[from] DieselError),
+}
+
+impl StorageError {
+    /// Whether a database error is a violation of the named unique index.
+    pub(crate) fn is_unique_violation(err: &DieselError, index: &str) -> bool {
+        matches!(err, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some(index))
+    }
+}

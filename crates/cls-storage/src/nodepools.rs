@@ -1,0 +1,295 @@
+//! Nodepool repository functions. A user sees the live nodepools of the clusters it created;
+//! a controller sees all (SPEC §2.2).
+
+use cls_domain::aggregate::initial_status;
+use cls_domain::identity::Caller;
+use cls_domain::resource::{Cluster, NodePool, NodePoolSpec, ResourceKind};
+use cls_domain::validate::{NewNodePool, NodePoolUpdate};
+use diesel::dsl::count_star;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::clusters::reset_status;
+use crate::error::StorageError;
+use crate::rows::{NodePoolRow, all, encode};
+use crate::schema::{clusters, nodepools, reconcile_schedule};
+use crate::{ListQuery, Page, Updated, truncate_to_micros};
+
+/// The unique index that keeps live nodepool names unique per cluster.
+const NAME_INDEX: &str = "nodepools_cluster_name_live";
+
+/// Inserts a nodepool under `cluster` (which the caller has locked with
+/// [`crate::clusters::lock_live`] in the same transaction, so it cannot be deleted
+/// concurrently), at generation 1 with a `Pending` status, and its reconcile schedule.
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    cluster: &Cluster,
+    created_by: &str,
+    new: &NewNodePool,
+    id: Uuid,
+    now: OffsetDateTime,
+) -> Result<NodePool, StorageError> {
+    let now = truncate_to_micros(now);
+    conn.transaction(async |conn| {
+        let row = diesel::insert_into(nodepools::table)
+            .values((
+                nodepools::id.eq(id),
+                nodepools::cluster_id.eq(cluster.id),
+                nodepools::name.eq(&new.name),
+                nodepools::labels.eq(encode(&new.labels)),
+                nodepools::created_by.eq(created_by),
+                nodepools::generation.eq(1),
+                nodepools::resource_version.eq(1),
+                nodepools::spec.eq(encode(&new.spec)),
+                nodepools::status.eq(encode(&initial_status(ResourceKind::NodePool, 1, now))),
+                nodepools::created_at.eq(now),
+                nodepools::updated_at.eq(now),
+            ))
+            .returning(NodePoolRow::as_returning())
+            .get_result(conn)
+            .await
+            .map_err(|e| match e {
+                e if StorageError::is_unique_violation(&e, NAME_INDEX) => {
+                    StorageError::NameExists {
+                        kind: "nodepool",
+                        name: new.name.clone(),
+                    }
+                }
+                e => e.into(),
+            })?;
+        diesel::insert_into(reconcile_schedule::table)
+            .values((
+                reconcile_schedule::resource_id.eq(id),
+                reconcile_schedule::resource_kind.eq(ResourceKind::NodePool.as_str()),
+                reconcile_schedule::cluster_id.eq(cluster.id),
+                reconcile_schedule::nodepool_id.eq(id),
+                reconcile_schedule::next_due_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        row.into_domain()
+    })
+    .await
+}
+
+/// A nodepool by id, if the caller may see it (controllers also see deleted nodepools).
+pub async fn get(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Option<NodePool>, StorageError> {
+    let mut query = nodepools::table.filter(nodepools::id.eq(id)).into_boxed();
+    if let Some(owner) = caller.owner_filter() {
+        query = query.filter(nodepools::deleted_at.is_null()).filter(
+            nodepools::cluster_id.eq_any(
+                clusters::table
+                    .filter(clusters::created_by.eq(owner))
+                    .select(clusters::id),
+            ),
+        );
+    }
+    let row = query
+        .select(NodePoolRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(NodePoolRow::into_domain).transpose()
+}
+
+/// Nodepools the caller may see, optionally of one cluster, newest first, with the total.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    cluster_id: Option<Uuid>,
+    query: &ListQuery,
+) -> Result<Page<NodePool>, StorageError> {
+    let total = filtered(caller, cluster_id, query)
+        .select(count_star())
+        .get_result(conn)
+        .await?;
+    let rows = filtered(caller, cluster_id, query)
+        .order((nodepools::created_at.desc(), nodepools::id.desc()))
+        .limit(query.limit)
+        .offset(query.offset)
+        .select(NodePoolRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(Page {
+        items: all(rows, NodePoolRow::into_domain)?,
+        total,
+    })
+}
+
+fn filtered<'a>(
+    caller: &'a Caller,
+    cluster_id: Option<Uuid>,
+    query: &'a ListQuery,
+) -> nodepools::BoxedQuery<'a, Pg> {
+    let mut q = nodepools::table.into_boxed();
+    if let Some(owner) = caller.owner_filter() {
+        q = q.filter(
+            nodepools::cluster_id.eq_any(
+                clusters::table
+                    .filter(clusters::created_by.eq(owner))
+                    .select(clusters::id),
+            ),
+        );
+    }
+    if let Some(cluster_id) = cluster_id {
+        q = q.filter(nodepools::cluster_id.eq(cluster_id));
+    }
+    if !(caller.is_controller() && query.include_deleted) {
+        q = q.filter(nodepools::deleted_at.is_null());
+    }
+    if let Some(phase) = query.phase {
+        q = q.filter(nodepools::phase.eq(phase.as_str()));
+    }
+    if let Some(name) = &query.name {
+        q = q.filter(nodepools::name.eq(name));
+    }
+    if !query.labels.is_empty() {
+        q = q.filter(nodepools::labels.contains(encode(&query.labels)));
+    }
+    q
+}
+
+/// Locks a live nodepool the caller may see (`FOR UPDATE`) until the transaction ends.
+pub async fn lock_live(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<NodePool, StorageError> {
+    lock_live_row(conn, caller, id).await?.into_domain()
+}
+
+async fn lock_live_row(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<NodePoolRow, StorageError> {
+    let live = nodepools::table
+        .filter(nodepools::id.eq(id))
+        .filter(nodepools::deleted_at.is_null());
+    let row = match caller.owner_filter() {
+        Some(owner) => {
+            live.filter(
+                nodepools::cluster_id.eq_any(
+                    clusters::table
+                        .filter(clusters::created_by.eq(owner))
+                        .select(clusters::id),
+                ),
+            )
+            .for_update()
+            .select(NodePoolRow::as_select())
+            .first(conn)
+            .await
+        }
+        None => {
+            live.for_update()
+                .select(NodePoolRow::as_select())
+                .first(conn)
+                .await
+        }
+    };
+    row.optional()?.ok_or(StorageError::NotFound)
+}
+
+/// Applies a validated update to a live nodepool, with the same rules as
+/// [`crate::clusters::update`].
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+    change: &NodePoolUpdate,
+    if_match: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Updated<NodePool>, StorageError> {
+    let now = truncate_to_micros(now);
+    conn.transaction(async |conn| {
+        let row = lock_live_row(conn, caller, id).await?;
+        let version = row.resource_version.to_string();
+        if if_match.is_some_and(|v| v != version) {
+            return Err(StorageError::PreconditionFailed);
+        }
+        if change
+            .resource_version
+            .as_deref()
+            .is_some_and(|v| v != version)
+        {
+            return Err(StorageError::VersionConflict);
+        }
+        let stored = row.into_domain()?;
+        let spec_changed = stored.spec != change.spec;
+        let labels = change.labels.as_ref().unwrap_or(&stored.labels);
+        let changed = spec_changed || *labels != stored.labels;
+        if !changed {
+            return Ok(Updated {
+                resource: stored,
+                spec_changed,
+                changed,
+            });
+        }
+        let generation = stored.generation + i64::from(spec_changed);
+        let status = if spec_changed {
+            reset_status(ResourceKind::NodePool, generation, &stored.status, now)
+        } else {
+            stored.status.clone()
+        };
+        let row = diesel::update(nodepools::table.filter(nodepools::id.eq(id)))
+            .set((
+                nodepools::spec.eq(encode::<NodePoolSpec>(&change.spec)),
+                nodepools::labels.eq(encode(labels)),
+                nodepools::generation.eq(generation),
+                nodepools::resource_version.eq(nodepools::resource_version + 1),
+                nodepools::status.eq(encode(&status)),
+                nodepools::updated_at.eq(now),
+            ))
+            .returning(NodePoolRow::as_returning())
+            .get_result(conn)
+            .await?;
+        Ok(Updated {
+            resource: row.into_domain()?,
+            spec_changed,
+            changed,
+        })
+    })
+    .await
+}
+
+/// Soft-deletes a live nodepool and removes its reconcile schedule. The caller checks
+/// visibility first, under [`lock_live`], in the same transaction.
+pub async fn mark_deleted(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    now: OffsetDateTime,
+) -> Result<NodePool, StorageError> {
+    let now = truncate_to_micros(now);
+    conn.transaction(async |conn| {
+        let row = diesel::update(
+            nodepools::table
+                .filter(nodepools::id.eq(id))
+                .filter(nodepools::deleted_at.is_null()),
+        )
+        .set((
+            nodepools::deleted_at.eq(now),
+            nodepools::updated_at.eq(now),
+            nodepools::resource_version.eq(nodepools::resource_version + 1),
+            nodepools::status_recheck_at.eq(None::<OffsetDateTime>),
+        ))
+        .returning(NodePoolRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?
+        .ok_or(StorageError::NotFound)?;
+        diesel::delete(
+            reconcile_schedule::table.filter(reconcile_schedule::nodepool_id.eq(Some(id))),
+        )
+        .execute(conn)
+        .await?;
+        row.into_domain()
+    })
+    .await
+}

@@ -1,0 +1,23 @@
+//! The connection pool.
+
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::bb8::Pool;
+
+/// A pool of async Postgres connections.
+pub type PgPool = Pool<AsyncPgConnection>;
+
+/// A connection checked out of a [`PgPool`].
+pub type PooledConnection<'a> =
+    bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// Builds a pool. Connections are made lazily, so this succeeds while Postgres is down and
+/// the pool reconnects by itself once it is back.
+pub fn pool(database_url: &str, max_connections: u32) -> PgPool {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    Pool::builder()
+        .max_size(max_connections)
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .test_on_check_out(true)
+        .build_unchecked(manager)
+}

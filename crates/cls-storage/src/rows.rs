@@ -1,0 +1,104 @@
+//! Row types and their mapping to domain types.
+
+use cls_domain::resource::{Cluster, NodePool};
+use diesel::prelude::*;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::StorageError;
+use crate::schema::{clusters, nodepools};
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    value: Value,
+) -> Result<T, StorageError> {
+    serde_json::from_value(value).map_err(|source| StorageError::Corrupt { what, source })
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Value {
+    // Domain types serialise to JSON infallibly (string keys, no non-finite floats).
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = clusters, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct ClusterRow {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) target_project_id: Option<String>,
+    pub(crate) labels: Value,
+    pub(crate) created_by: String,
+    pub(crate) generation: i64,
+    pub(crate) resource_version: i64,
+    pub(crate) spec: Value,
+    pub(crate) status: Value,
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
+    pub(crate) deleted_at: Option<OffsetDateTime>,
+}
+
+impl ClusterRow {
+    pub(crate) fn into_domain(self) -> Result<Cluster, StorageError> {
+        Ok(Cluster {
+            id: self.id,
+            name: self.name,
+            description: self.description,
+            target_project_id: self.target_project_id,
+            labels: decode("cluster labels", self.labels)?,
+            created_by: self.created_by,
+            generation: self.generation,
+            resource_version: self.resource_version.to_string(),
+            spec: decode("cluster spec", self.spec)?,
+            status: decode("cluster status", self.status)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted_at: self.deleted_at,
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = nodepools, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct NodePoolRow {
+    pub(crate) id: Uuid,
+    pub(crate) cluster_id: Uuid,
+    pub(crate) name: String,
+    pub(crate) labels: Value,
+    pub(crate) created_by: String,
+    pub(crate) generation: i64,
+    pub(crate) resource_version: i64,
+    pub(crate) spec: Value,
+    pub(crate) status: Value,
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
+    pub(crate) deleted_at: Option<OffsetDateTime>,
+}
+
+impl NodePoolRow {
+    pub(crate) fn into_domain(self) -> Result<NodePool, StorageError> {
+        Ok(NodePool {
+            id: self.id,
+            cluster_id: self.cluster_id,
+            name: self.name,
+            labels: decode("nodepool labels", self.labels)?,
+            created_by: self.created_by,
+            generation: self.generation,
+            resource_version: self.resource_version.to_string(),
+            spec: decode("nodepool spec", self.spec)?,
+            status: decode("nodepool status", self.status)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted_at: self.deleted_at,
+        })
+    }
+}
+
+pub(crate) fn all<R, T>(
+    rows: Vec<R>,
+    into_domain: impl Fn(R) -> Result<T, StorageError>,
+) -> Result<Vec<T>, StorageError> {
+    rows.into_iter().map(into_domain).collect()
+}

@@ -1,0 +1,971 @@
+//! Repository functions against a real Postgres database (one database per test).
+
+use std::collections::BTreeSet;
+
+use cls_domain::event::{LifecycleAction, LifecycleEvent, ResourceRef};
+use cls_domain::identity::Caller;
+use cls_domain::parse::parse_json;
+use cls_domain::resource::{Cluster, NodePool, SERVER_OWNED_FIELDS};
+use cls_domain::status::Phase;
+use cls_domain::validate::{
+    ClusterIdentity, ClusterUpdate, NewCluster, NewNodePool, NodePoolIdentity, NodePoolUpdate,
+    ReleaseDefaults, validate_cluster_create, validate_cluster_update, validate_nodepool_create,
+    validate_nodepool_update,
+};
+use cls_storage::{AsyncPgConnection, ListQuery, StorageError, clusters, nodepools, outbox};
+use cls_test_support::TestDb;
+use diesel_async::AsyncConnection;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const DEFAULTS: ReleaseDefaults<'static> = ReleaseDefaults {
+    version: "4.16.0",
+    channel_group: "stable",
+};
+
+fn alice() -> Caller {
+    Caller::User("alice@example.com".into())
+}
+fn bob() -> Caller {
+    Caller::User("bob@example.com".into())
+}
+fn controller() -> Caller {
+    Caller::Controller("controller@system.local".into())
+}
+
+/// The body a real CLI sends: every field, optional ones null.
+fn cli_cluster_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "description": "created by the CLI",
+        "target_project_id": "proj-123",
+        "labels": {"team": "infra", "env": "dev"},
+        "spec": {
+            "infraID": "infra-1",
+            "issuerURL": "https://issuer.example.com",
+            "serviceAccountSigningKey": "LS0tLS1CRUdJTg==",
+            "platform": {"type": "GCP", "gcp": {
+                "projectID": "proj-123", "region": "us-central1", "network": "net",
+                "subnet": "sub", "endpointAccess": null,
+                "workloadIdentity": {"projectNumber": "123456", "poolID": "pool",
+                    "providerID": "prov", "serviceAccountsRef": {
+                        "nodePoolEmail": "np@x.iam", "controlPlaneEmail": "cp@x.iam",
+                        "cloudControllerEmail": "cc@x.iam", "storageEmail": null,
+                        "imageRegistryEmail": "ir@x.iam", "networkEmail": null}}}},
+            "release": {"image": null, "version": null, "channelGroup": "fast"},
+            "networking": {"clusterNetwork": [{"cidr": "10.128.0.0/14", "hostPrefix": 23}],
+                "serviceNetwork": ["172.30.0.0/16"], "podCIDR": null, "serviceCIDR": "172.30.0.0/16"},
+            "dns": {"baseDomain": "example.com", "publicZone": null, "privateZone": "priv"}
+        }
+    })
+}
+
+fn new_cluster(name: &str) -> NewCluster {
+    let req = parse_json(
+        cli_cluster_body(name).to_string().as_bytes(),
+        &SERVER_OWNED_FIELDS,
+    )
+    .unwrap();
+    validate_cluster_create(req, DEFAULTS).unwrap()
+}
+
+fn new_nodepool(name: &str, replicas: i64) -> NewNodePool {
+    let body = json!({"name": name, "labels": {"pool": "a"}, "spec": {
+        "replicas": replicas,
+        "management": {"autoRepair": true, "upgradeType": "Replace",
+            "replace": {"strategy": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": "25%"}}},
+        "platform": {"type": "gcp", "gcp": {"instanceType": "n2-standard-4",
+            "rootVolume": {"size": 128, "type": "pd-ssd"}, "subnet": null,
+            "labels": {"k": "v"}, "taints": [{"key": "dedicated", "value": null, "effect": "NoSchedule"}]}},
+        "nodeDrainTimeout": "10m"}});
+    let req = parse_json(body.to_string().as_bytes(), &SERVER_OWNED_FIELDS).unwrap();
+    validate_nodepool_create(req, Some("4.16.0")).unwrap()
+}
+
+fn cluster_update(cluster: &Cluster, spec_patch: impl FnOnce(&mut Value)) -> ClusterUpdate {
+    let mut spec = serde_json::to_value(&cluster.spec).unwrap();
+    spec_patch(&mut spec);
+    let body = json!({"spec": spec});
+    let req = parse_json(body.to_string().as_bytes(), &[]).unwrap();
+    let stored = ClusterIdentity {
+        name: &cluster.name,
+        target_project_id: cluster.target_project_id.as_deref(),
+    };
+    validate_cluster_update(req, stored, DEFAULTS).unwrap()
+}
+
+fn nodepool_update(nodepool: &NodePool, replicas: i64) -> NodePoolUpdate {
+    let mut spec = serde_json::to_value(&nodepool.spec).unwrap();
+    spec["replicas"] = json!(replicas);
+    let req = parse_json(json!({"spec": spec}).to_string().as_bytes(), &[]).unwrap();
+    let cluster_id = nodepool.cluster_id.to_string();
+    let stored = NodePoolIdentity {
+        name: &nodepool.name,
+        cluster_id: &cluster_id,
+    };
+    validate_nodepool_update(req, stored, Some("4.16.0")).unwrap()
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+async fn create_cluster(conn: &mut AsyncPgConnection, owner: &Caller, name: &str) -> Cluster {
+    clusters::create(
+        conn,
+        owner.email(),
+        &new_cluster(name),
+        Uuid::now_v7(),
+        now(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn create_nodepool(
+    conn: &mut AsyncPgConnection,
+    owner: &Caller,
+    cluster: &Cluster,
+    name: &str,
+) -> NodePool {
+    let locked = clusters::lock_live(conn, owner, cluster.id).await.unwrap();
+    nodepools::create(
+        conn,
+        &locked,
+        owner.email(),
+        &new_nodepool(name, 3),
+        Uuid::now_v7(),
+        now(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_round_trips_every_field() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let new = new_cluster("c1");
+    let id = Uuid::now_v7();
+    let created = clusters::create(&mut conn, "alice@example.com", &new, id, now())
+        .await
+        .unwrap();
+
+    assert_eq!(created.id, id);
+    assert_eq!(created.name, "c1");
+    assert_eq!(created.description.as_deref(), Some("created by the CLI"));
+    assert_eq!(created.target_project_id.as_deref(), Some("proj-123"));
+    assert_eq!(created.labels, new.labels);
+    assert_eq!(created.created_by, "alice@example.com");
+    assert_eq!(
+        (created.generation, created.resource_version.as_str()),
+        (1, "1")
+    );
+    assert_eq!(created.spec, new.spec);
+    assert_eq!(created.status.phase, Phase::Pending);
+    assert_eq!(created.status.reason, "NoControllers");
+    assert_eq!(created.status.observed_generation, 1);
+    assert_eq!(created.created_at, created.updated_at);
+    assert_eq!(created.deleted_at, None);
+
+    let read = clusters::get(&mut conn, &alice(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, created, "what was stored is what is read back");
+    // The spec keeps the CLI's fields, with defaults applied and nulls dropped.
+    let spec = serde_json::to_value(&read.spec).unwrap();
+    assert_eq!(
+        spec["release"],
+        json!({"version": "4.16.0", "channelGroup": "fast"})
+    );
+    assert_eq!(spec["platform"]["type"], json!("gcp"));
+    assert_eq!(
+        spec["platform"]["gcp"]["workloadIdentity"]["serviceAccountsRef"]["imageRegistryEmail"],
+        json!("ir@x.iam")
+    );
+    assert!(spec["platform"]["gcp"].get("endpointAccess").is_none());
+    assert_eq!(
+        spec["networking"]["clusterNetwork"],
+        json!([{"cidr": "10.128.0.0/14", "hostPrefix": 23}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodepool_round_trips_every_field() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = create_cluster(&mut conn, &alice(), "c1").await;
+    let new = new_nodepool("np1", 3);
+    let id = Uuid::now_v7();
+    let created = conn
+        .transaction::<_, StorageError, _>(async |conn| {
+            let locked = clusters::lock_live(conn, &alice(), cluster.id).await?;
+            nodepools::create(conn, &locked, "alice@example.com", &new, id, now()).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (created.id, created.cluster_id, created.name.as_str()),
+        (id, cluster.id, "np1")
+    );
+    assert_eq!(created.labels, new.labels);
+    assert_eq!(created.spec, new.spec);
+    assert_eq!(
+        created.spec.release.as_ref().unwrap().version.as_deref(),
+        Some("4.16.0")
+    );
+    assert_eq!(
+        (created.generation, created.resource_version.as_str()),
+        (1, "1")
+    );
+    assert_eq!(created.status.phase, Phase::Pending);
+    let read = nodepools::get(&mut conn, &alice(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, created);
+    let spec = serde_json::to_value(&read.spec).unwrap();
+    assert_eq!(
+        spec["management"]["replace"]["rollingUpdate"],
+        json!({"maxUnavailable": 1, "maxSurge": "25%"})
+    );
+    assert_eq!(
+        spec["platform"]["gcp"]["taints"],
+        json!([{"key": "dedicated", "effect": "NoSchedule"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_never_see_each_others_resources_and_controllers_see_all() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let a = create_cluster(&mut conn, &alice(), "shared-name").await;
+    let b = create_cluster(&mut conn, &bob(), "shared-name").await;
+    let a_np = create_nodepool(&mut conn, &alice(), &a, "np").await;
+    let b_np = create_nodepool(&mut conn, &bob(), &b, "np").await;
+
+    // get
+    assert!(
+        clusters::get(&mut conn, &bob(), a.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        nodepools::get(&mut conn, &bob(), a_np.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        clusters::get(&mut conn, &controller(), a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        a.id
+    );
+    assert_eq!(
+        nodepools::get(&mut conn, &controller(), b_np.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        b_np.id
+    );
+
+    // list and totals
+    let q = ListQuery::default();
+    let bobs = clusters::list(&mut conn, &bob(), &q).await.unwrap();
+    assert_eq!(
+        (
+            bobs.total,
+            bobs.items.iter().map(|c| c.id).collect::<Vec<_>>()
+        ),
+        (1, vec![b.id])
+    );
+    let bobs = nodepools::list(&mut conn, &bob(), None, &q).await.unwrap();
+    assert_eq!(
+        (
+            bobs.total,
+            bobs.items.iter().map(|n| n.id).collect::<Vec<_>>()
+        ),
+        (1, vec![b_np.id])
+    );
+    let in_alices = nodepools::list(&mut conn, &bob(), Some(a.id), &q)
+        .await
+        .unwrap();
+    assert_eq!((in_alices.total, in_alices.items.len()), (0, 0));
+    assert_eq!(
+        clusters::list(&mut conn, &controller(), &q)
+            .await
+            .unwrap()
+            .total,
+        2
+    );
+    assert_eq!(
+        nodepools::list(&mut conn, &controller(), None, &q)
+            .await
+            .unwrap()
+            .total,
+        2
+    );
+
+    // lock, update and delete paths: not found, and nothing changed
+    assert!(matches!(
+        clusters::lock_live(&mut conn, &bob(), a.id).await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(matches!(
+        nodepools::lock_live(&mut conn, &bob(), a_np.id).await,
+        Err(StorageError::NotFound)
+    ));
+    let change = cluster_update(&a, |s| s["infraID"] = json!("changed"));
+    assert!(matches!(
+        clusters::update(&mut conn, &bob(), a.id, &change, None, now()).await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(matches!(
+        nodepools::update(
+            &mut conn,
+            &bob(),
+            a_np.id,
+            &nodepool_update(&a_np, 9),
+            None,
+            now()
+        )
+        .await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(
+        clusters::get(&mut conn, &alice(), a.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        a
+    );
+    assert_eq!(
+        nodepools::get(&mut conn, &alice(), a_np.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        a_np
+    );
+
+    // A controller may update anyone's resources.
+    let updated = clusters::update(&mut conn, &controller(), a.id, &change, None, now())
+        .await
+        .unwrap();
+    assert_eq!(updated.resource.generation, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unique_among_live_resources_and_reusable_after_delete() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let first = create_cluster(&mut conn, &alice(), "c1").await;
+    let err = clusters::create(
+        &mut conn,
+        "alice@example.com",
+        &new_cluster("c1"),
+        Uuid::now_v7(),
+        now(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, StorageError::NameExists { kind: "cluster", ref name } if name == "c1"),
+        "{err:?}"
+    );
+    create_nodepool(&mut conn, &alice(), &first, "np").await;
+    let locked = clusters::lock_live(&mut conn, &alice(), first.id)
+        .await
+        .unwrap();
+    let err = nodepools::create(
+        &mut conn,
+        &locked,
+        "alice@example.com",
+        &new_nodepool("np", 1),
+        Uuid::now_v7(),
+        now(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::NameExists {
+                kind: "nodepool",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    clusters::mark_deleted(&mut conn, first.id, now())
+        .await
+        .unwrap();
+    let second = create_cluster(&mut conn, &alice(), "c1").await;
+    assert_ne!(second.id, first.id);
+    // The deleted one is still there for controllers.
+    let deleted = clusters::get(&mut conn, &controller(), first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(deleted.deleted_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_cascades_to_its_live_nodepools() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = create_cluster(&mut conn, &alice(), "c1").await;
+    let other = create_cluster(&mut conn, &alice(), "c2").await;
+    let np1 = create_nodepool(&mut conn, &alice(), &cluster, "np1").await;
+    let np2 = create_nodepool(&mut conn, &alice(), &cluster, "np2").await;
+    let gone_before = create_nodepool(&mut conn, &alice(), &cluster, "np3").await;
+    let untouched = create_nodepool(&mut conn, &alice(), &other, "np1").await;
+    let earlier = nodepools::mark_deleted(&mut conn, gone_before.id, now())
+        .await
+        .unwrap();
+
+    let deleted = clusters::mark_deleted(&mut conn, cluster.id, now())
+        .await
+        .unwrap();
+    assert_eq!(deleted.cluster.id, cluster.id);
+    assert_eq!(deleted.cluster.resource_version, "2");
+    let at = deleted.cluster.deleted_at.unwrap();
+    assert_eq!(
+        deleted
+            .nodepools
+            .iter()
+            .map(|n| (n.id, n.deleted_at))
+            .collect::<Vec<_>>(),
+        vec![(np1.id, Some(at)), (np2.id, Some(at))],
+        "only the live nodepools, all with the cluster's deletion time"
+    );
+
+    // Users see none of them; controllers still can, by id and with include_deleted.
+    assert!(
+        clusters::get(&mut conn, &alice(), cluster.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        nodepools::get(&mut conn, &alice(), np1.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        nodepools::list(&mut conn, &alice(), None, &ListQuery::default())
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    let np = nodepools::get(&mut conn, &controller(), np1.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(np.deleted_at, Some(at));
+    let earlier_again = nodepools::get(&mut conn, &controller(), gone_before.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        earlier_again.deleted_at, earlier.deleted_at,
+        "an earlier deletion keeps its time"
+    );
+    let live_only = ListQuery::default();
+    assert_eq!(
+        clusters::list(&mut conn, &controller(), &live_only)
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    let with_deleted = ListQuery {
+        include_deleted: true,
+        ..ListQuery::default()
+    };
+    assert_eq!(
+        clusters::list(&mut conn, &controller(), &with_deleted)
+            .await
+            .unwrap()
+            .total,
+        2
+    );
+    assert_eq!(
+        nodepools::list(&mut conn, &controller(), None, &with_deleted)
+            .await
+            .unwrap()
+            .total,
+        4
+    );
+    // include_deleted means nothing for a user.
+    assert_eq!(
+        clusters::list(&mut conn, &alice(), &with_deleted)
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    assert_eq!(
+        nodepools::get(&mut conn, &alice(), untouched.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted_at,
+        None
+    );
+
+    // Deleting again finds nothing live.
+    assert!(matches!(
+        clusters::mark_deleted(&mut conn, cluster.id, now()).await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(matches!(
+        clusters::lock_live(&mut conn, &controller(), cluster.id).await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_spec_updates_produce_generations_two_to_twenty_one() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = create_cluster(&mut conn, &alice(), "c1").await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = db.url().to_owned();
+        let change = cluster_update(&cluster, |s| s["infraID"] = json!(format!("upd-{i}")));
+        tasks.push(tokio::spawn(async move {
+            let mut conn = <AsyncPgConnection as AsyncConnection>::establish(&url)
+                .await
+                .unwrap();
+            clusters::update(&mut conn, &alice(), cluster.id, &change, None, now())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut generations = BTreeSet::new();
+    let mut versions = BTreeSet::new();
+    for task in tasks {
+        let updated = task.await.unwrap();
+        assert!(updated.spec_changed);
+        assert!(
+            generations.insert(updated.resource.generation),
+            "duplicate generation"
+        );
+        assert!(versions.insert(updated.resource.resource_version.parse::<i64>().unwrap()));
+    }
+    assert_eq!(
+        generations,
+        (2..=21).collect::<BTreeSet<i64>>(),
+        "no gap, no duplicate"
+    );
+    assert_eq!(versions, (2..=21).collect::<BTreeSet<i64>>());
+    let stored = clusters::get(&mut conn, &alice(), cluster.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.generation, 21);
+    assert_eq!(stored.status.observed_generation, 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generation_moves_only_with_the_spec() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = create_cluster(&mut conn, &alice(), "c1").await;
+
+    // Identical spec: nothing stored at all.
+    let same = cluster_update(&cluster, |_| {});
+    let result = clusters::update(&mut conn, &alice(), cluster.id, &same, None, now())
+        .await
+        .unwrap();
+    assert!(!result.changed && !result.spec_changed);
+    assert_eq!(result.resource, cluster);
+    // The same spec with defaults left out is still the same spec.
+    let defaulted = cluster_update(&cluster, |s| s["release"] = json!({"channelGroup": "fast"}));
+    let result = clusters::update(&mut conn, &alice(), cluster.id, &defaulted, None, now())
+        .await
+        .unwrap();
+    assert!(!result.changed);
+
+    // Labels only: resource_version moves, generation does not.
+    let mut labels_only = cluster_update(&cluster, |_| {});
+    labels_only.labels = Some([("team".to_owned(), "platform".to_owned())].into());
+    let result = clusters::update(&mut conn, &alice(), cluster.id, &labels_only, None, now())
+        .await
+        .unwrap();
+    assert!(result.changed && !result.spec_changed);
+    assert_eq!(
+        (
+            result.resource.generation,
+            result.resource.resource_version.as_str()
+        ),
+        (1, "2")
+    );
+    assert_eq!(result.resource.labels["team"], "platform");
+    assert_eq!(
+        result.resource.description.as_deref(),
+        Some("created by the CLI"),
+        "absent keeps"
+    );
+
+    // A spec change bumps the generation and resets status to the new generation.
+    let change = cluster_update(&cluster, |s| s["infraID"] = json!("infra-2"));
+    let result = clusters::update(&mut conn, &alice(), cluster.id, &change, None, now())
+        .await
+        .unwrap();
+    assert!(result.spec_changed);
+    let updated = result.resource;
+    assert_eq!(
+        (updated.generation, updated.resource_version.as_str()),
+        (2, "3")
+    );
+    assert_eq!(
+        (updated.status.phase, updated.status.observed_generation),
+        (Phase::Pending, 2)
+    );
+    assert_eq!(
+        updated.labels["team"], "platform",
+        "absent labels keep the stored ones"
+    );
+    // Condition transition times are kept: both stayed False.
+    assert_eq!(
+        updated.status.conditions[0].last_transition_time,
+        cluster.status.conditions[0].last_transition_time
+    );
+    assert!(updated.updated_at >= cluster.updated_at);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_preconditions_are_checked_under_the_lock() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = create_cluster(&mut conn, &alice(), "c1").await;
+    let change = cluster_update(&cluster, |s| s["infraID"] = json!("infra-2"));
+    assert!(matches!(
+        clusters::update(&mut conn, &alice(), cluster.id, &change, Some("7"), now()).await,
+        Err(StorageError::PreconditionFailed)
+    ));
+    let stale_body = ClusterUpdate {
+        resource_version: Some("7".into()),
+        ..change.clone()
+    };
+    assert!(matches!(
+        clusters::update(&mut conn, &alice(), cluster.id, &stale_body, None, now()).await,
+        Err(StorageError::VersionConflict)
+    ));
+    assert_eq!(
+        clusters::get(&mut conn, &alice(), cluster.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        1
+    );
+    let fresh = ClusterUpdate {
+        resource_version: Some("1".into()),
+        ..change
+    };
+    let ok = clusters::update(&mut conn, &alice(), cluster.id, &fresh, Some("1"), now())
+        .await
+        .unwrap();
+    assert_eq!(ok.resource.generation, 2);
+    // The same precondition a second time is now stale.
+    assert!(matches!(
+        clusters::update(&mut conn, &alice(), cluster.id, &fresh, Some("1"), now()).await,
+        Err(StorageError::PreconditionFailed)
+    ));
+
+    // Nodepools follow the same rules.
+    let np = create_nodepool(&mut conn, &alice(), &cluster, "np").await;
+    assert!(matches!(
+        nodepools::update(
+            &mut conn,
+            &alice(),
+            np.id,
+            &nodepool_update(&np, 5),
+            Some("9"),
+            now()
+        )
+        .await,
+        Err(StorageError::PreconditionFailed)
+    ));
+    let same = nodepools::update(
+        &mut conn,
+        &alice(),
+        np.id,
+        &nodepool_update(&np, 3),
+        None,
+        now(),
+    )
+    .await
+    .unwrap();
+    assert!(!same.changed);
+    let bumped = nodepools::update(
+        &mut conn,
+        &alice(),
+        np.id,
+        &nodepool_update(&np, 5),
+        Some("1"),
+        now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (bumped.resource.generation, bumped.resource.spec.replicas),
+        (2, Some(5))
+    );
+    assert_eq!(bumped.resource.status.observed_generation, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_filter_page_and_order_newest_first() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let same_instant = now();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut new = new_cluster(&format!("c{i}"));
+        new.labels.insert(
+            "parity".into(),
+            if i % 2 == 0 { "even" } else { "odd" }.into(),
+        );
+        // All created at the same instant: the id breaks the tie.
+        let c = clusters::create(
+            &mut conn,
+            "alice@example.com",
+            &new,
+            Uuid::now_v7(),
+            same_instant,
+        )
+        .await
+        .unwrap();
+        ids.push(c.id);
+    }
+    let mut newest_first = ids.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    let all = clusters::list(&mut conn, &alice(), &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        newest_first
+    );
+
+    let page = clusters::list(
+        &mut conn,
+        &alice(),
+        &ListQuery {
+            limit: 2,
+            offset: 2,
+            ..ListQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            page.total,
+            page.items.iter().map(|c| c.id).collect::<Vec<_>>()
+        ),
+        (5, newest_first[2..4].to_vec())
+    );
+    let past_end = clusters::list(
+        &mut conn,
+        &alice(),
+        &ListQuery {
+            offset: 10,
+            ..ListQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((past_end.total, past_end.items.len()), (5, 0));
+
+    let labels = [
+        ("parity".to_owned(), "even".to_owned()),
+        ("team".to_owned(), "infra".to_owned()),
+    ]
+    .into();
+    let even = clusters::list(
+        &mut conn,
+        &alice(),
+        &ListQuery {
+            labels,
+            ..ListQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(even.total, 3);
+    let named = clusters::list(
+        &mut conn,
+        &alice(),
+        &ListQuery {
+            name: Some("c3".into()),
+            ..ListQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        named
+            .items
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["c3"]
+    );
+    let pending = clusters::list(
+        &mut conn,
+        &alice(),
+        &ListQuery {
+            phase: Some(Phase::Pending),
+            ..ListQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pending.total, 5);
+    let ready = clusters::list(
+        &mut conn,
+        &alice(),
+        &ListQuery {
+            phase: Some(Phase::Ready),
+            ..ListQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ready.total, 0);
+}
+
+fn created_event(cluster_id: Uuid) -> cls_domain::event::Envelope {
+    LifecycleEvent {
+        id: Uuid::now_v7(),
+        resource: ResourceRef::Cluster { cluster_id },
+        action: LifecycleAction::Created,
+        generation: 1,
+        timestamp: now(),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+    }
+    .envelope()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_rows_commit_with_the_change_and_vanish_with_a_rollback() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+
+    // Committed: the cluster and its event.
+    let id = Uuid::now_v7();
+    let envelope = created_event(id);
+    conn.transaction::<_, StorageError, _>(async |conn| {
+        clusters::create(conn, "alice@example.com", &new_cluster("c1"), id, now()).await?;
+        outbox::insert(conn, std::slice::from_ref(&envelope)).await
+    })
+    .await
+    .unwrap();
+    let rows = outbox::pending(&mut conn, 100).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(
+        (row.id, row.cluster_id, row.shard),
+        (envelope.id, id, envelope.shard)
+    );
+    assert_eq!(
+        (row.topic.as_str(), row.event_type.as_str()),
+        ("cluster-events", "cluster.created")
+    );
+    assert_eq!(row.ordering_key, id.to_string());
+    assert_eq!(row.body, envelope.body);
+    assert_eq!(
+        row.attributes,
+        serde_json::to_value(&envelope.attributes).unwrap()
+    );
+    assert_eq!(row.traceparent, envelope.traceparent);
+    assert_eq!(
+        (row.state.as_str(), row.attempts, row.published_at),
+        ("pending", 0, None)
+    );
+
+    // Rolled back after the event was written: neither the cluster nor the event exists.
+    let id2 = Uuid::now_v7();
+    let result = conn
+        .transaction::<(), StorageError, _>(async |conn| {
+            clusters::create(conn, "alice@example.com", &new_cluster("c2"), id2, now()).await?;
+            outbox::insert(conn, &[created_event(id2)]).await?;
+            Err(StorageError::NotFound)
+        })
+        .await;
+    assert!(result.is_err());
+    assert!(
+        clusters::get(&mut conn, &controller(), id2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(outbox::pending(&mut conn, 100).await.unwrap().len(), 1);
+
+    // A failed change (name conflict) inside the transaction leaves no event either.
+    let result = conn
+        .transaction::<(), StorageError, _>(async |conn| {
+            let id3 = Uuid::now_v7();
+            outbox::insert(conn, &[created_event(id3)]).await?;
+            clusters::create(conn, "alice@example.com", &new_cluster("c1"), id3, now()).await?;
+            Ok(())
+        })
+        .await;
+    assert!(matches!(result, Err(StorageError::NameExists { .. })));
+    assert_eq!(outbox::pending(&mut conn, 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbox_order_per_cluster_is_commit_order() {
+    let db = TestDb::new().await;
+    // Writers for one cluster interleave; each holds its transaction open for a moment after
+    // inserting. The per-cluster lock makes seq order equal commit order.
+    let cluster_id = Uuid::now_v7();
+    let commits = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let url = db.url().to_owned();
+        let commits = commits.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = <AsyncPgConnection as AsyncConnection>::establish(&url)
+                .await
+                .unwrap();
+            let envelope = created_event(cluster_id);
+            let id = envelope.id;
+            conn.transaction::<_, StorageError, _>(async |conn| {
+                outbox::insert(conn, &[envelope]).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(5 * (8 - i))).await;
+                // Recorded while still holding the lock, so the order is the commit order.
+                commits.lock().await.push(id);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut conn = db.conn().await;
+    let by_seq: Vec<Uuid> = outbox::pending(&mut conn, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(by_seq, *commits.lock().await);
+}
