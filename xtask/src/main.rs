@@ -1,1 +1,110 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
+//!
+//! - `ci`: everything CI checks: formatting, clippy with `-D warnings`, the build, and the
+//!   whole test suite under nextest (real Postgres, real Pub/Sub emulator, both started by
+//!   the test harness itself).
+//! - `db [migrate]`: make sure a local Postgres is running (or use `DATABASE_URL`), create the
+//!   `cls` database and apply the migrations; prints the `DATABASE_URL` to use.
+//! - `db reset`: revert every migration and apply them again.
+//! - `db stop`: stop the local Postgres started by `db`.
+
+mod pg;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::bail;
+use xshell::{Shell, cmd};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <ci | db [migrate|reset|stop]>";
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match args.as_slice() {
+        ["ci"] => ci(&sh),
+        ["db"] | ["db", "migrate"] => db_migrate(&sh),
+        ["db", "reset"] => db_reset(&sh),
+        ["db", "stop"] => pg::stop(&sh, &pg::dev_dir()),
+        ["help" | "--help" | "-h"] => {
+            eprintln!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The full check CI runs. Tests start their own Postgres (unless `TEST_DATABASE_URL` or
+/// `DATABASE_URL` is set) and their own Pub/Sub emulators.
+fn ci(sh: &Shell) -> anyhow::Result<()> {
+    let test_pg = pg::test_dir();
+    let test_pg_was_running = pg::is_running(&test_pg);
+    cmd!(sh, "cargo fmt --all -- --check").run()?;
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    )
+    .run()?;
+    cmd!(sh, "cargo build --workspace --all-targets --locked").run()?;
+    let tests = cmd!(sh, "cargo nextest run --workspace --locked --profile ci").run();
+    // Leave the machine as we found it: stop the throwaway test cluster if this run started it.
+    if !test_pg_was_running && pg::is_running(&test_pg) {
+        pg::stop(sh, &test_pg)?;
+    }
+    tests?;
+    eprintln!("xtask ci: all checks passed");
+    Ok(())
+}
+
+fn database_url(sh: &Shell) -> anyhow::Result<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Ok(url),
+        _ => pg::ensure_dev_database(sh),
+    }
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the URL is the task's output, for `eval` or copying"
+)]
+fn db_migrate(sh: &Shell) -> anyhow::Result<()> {
+    let url = database_url(sh)?;
+    cmd!(
+        sh,
+        "cargo run --quiet --locked -p cls-storage --bin migrate"
+    )
+    .env("DATABASE_URL", &url)
+    .run()?;
+    println!("DATABASE_URL={url}");
+    Ok(())
+}
+
+fn db_reset(sh: &Shell) -> anyhow::Result<()> {
+    let url = database_url(sh)?;
+    cmd!(
+        sh,
+        "cargo run --quiet --locked -p cls-storage --bin migrate -- --revert-all"
+    )
+    .env("DATABASE_URL", &url)
+    .run()?;
+    db_migrate(sh)
+}
