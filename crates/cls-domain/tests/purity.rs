@@ -1,6 +1,8 @@
 //! The domain crate stays pure: no async runtime, database, RPC, HTTP or cloud client may
 //! appear anywhere in its normal dependency tree.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by panicking")]
+
 use std::process::Command;
 
 const FORBIDDEN: &[&str] = &[

@@ -1,6 +1,8 @@
 //! Migrations against real Postgres: up, down, up again; concurrent migrators; and the
 //! hand-written diesel schema matching the database.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by panicking")]
+
 use cls_storage::{migrate, schema};
 use cls_test_support::TestDb;
 use diesel::QueryableByName;

@@ -1,5 +1,7 @@
 //! Repository functions against a real Postgres database (one database per test).
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by panicking")]
+
 use std::collections::BTreeSet;
 
 use cls_domain::event::{LifecycleAction, LifecycleEvent, ResourceRef};

@@ -1,5 +1,7 @@
 //! The Pub/Sub emulator helper starts a real emulator and stops all of it.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by panicking")]
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
