@@ -37,7 +37,7 @@ fn run() -> anyhow::Result<()> {
         ["ci"] => ci(&sh),
         ["db"] | ["db", "migrate"] => db_migrate(&sh),
         ["db", "reset"] => db_reset(&sh),
-        ["db", "stop"] => pg::stop(&sh, &pg::dev_dir()),
+        ["db", "stop"] => pg::stop(&pg::dev_dir()),
         ["help" | "--help" | "-h"] => {
             eprintln!("{USAGE}");
             Ok(())
@@ -68,7 +68,7 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     let tests = cmd!(sh, "cargo nextest run --workspace --locked --profile ci").run();
     // Leave the machine as we found it: stop the throwaway test cluster if this run started it.
     if !test_pg_was_running && pg::is_running(&test_pg) {
-        pg::stop(sh, &test_pg)?;
+        pg::stop(&test_pg)?;
     }
     tests?;
     eprintln!("xtask ci: all checks passed");

@@ -1,7 +1,7 @@
 //! Cluster repository functions. Every read is scoped to what the caller may see
 //! (SPEC §2.2): a user sees only live clusters it created; a controller sees all.
 
-use cls_domain::aggregate::{AggregationInput, DEFAULT_GRACE, aggregate, initial_status};
+use cls_domain::aggregate::initial_status;
 use cls_domain::identity::Caller;
 use cls_domain::resource::{Cluster, ClusterSpec, NodePool, ResourceKind};
 use cls_domain::validate::{ClusterUpdate, NewCluster};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::error::StorageError;
 use crate::rows::{ClusterRow, NodePoolRow, all, encode};
 use crate::schema::{clusters, nodepools, reconcile_schedule};
-use crate::{ListQuery, Page, Updated, truncate_to_micros};
+use crate::{ListQuery, Page, Updated, check_versions, next_generation, truncate_to_micros};
 
 /// The unique index that keeps live cluster names unique per owner.
 const NAME_INDEX: &str = "clusters_owner_name_live";
@@ -194,17 +194,11 @@ pub async fn update(
     let now = truncate_to_micros(now);
     conn.transaction(async |conn| {
         let row = lock_live_row(conn, caller, id).await?;
-        let version = row.resource_version.to_string();
-        if if_match.is_some_and(|v| v != version) {
-            return Err(StorageError::PreconditionFailed);
-        }
-        if change
-            .resource_version
-            .as_deref()
-            .is_some_and(|v| v != version)
-        {
-            return Err(StorageError::VersionConflict);
-        }
+        check_versions(
+            row.resource_version,
+            if_match,
+            change.resource_version.as_deref(),
+        )?;
         let stored = row.into_domain()?;
         let spec_changed = stored.spec != change.spec;
         let labels = change.labels.as_ref().unwrap_or(&stored.labels);
@@ -218,12 +212,13 @@ pub async fn update(
                 changed,
             });
         }
-        let generation = stored.generation + i64::from(spec_changed);
-        let status = if spec_changed {
-            reset_status(ResourceKind::Cluster, generation, &stored.status, now)
-        } else {
-            stored.status.clone()
-        };
+        let (generation, status) = next_generation(
+            ResourceKind::Cluster,
+            stored.generation,
+            &stored.status,
+            spec_changed,
+            now,
+        );
         let row = diesel::update(clusters::table.filter(clusters::id.eq(id)))
             .set((
                 clusters::spec.eq(encode::<ClusterSpec>(&change.spec)),
@@ -244,24 +239,6 @@ pub async fn update(
         })
     })
     .await
-}
-
-/// The status for a freshly bumped generation: no controller has reported on it yet.
-pub(crate) fn reset_status(
-    kind: ResourceKind,
-    generation: i64,
-    previous: &cls_domain::status::Status,
-    now: OffsetDateTime,
-) -> cls_domain::status::Status {
-    aggregate(&AggregationInput {
-        kind,
-        generation,
-        controllers: &[],
-        previous: Some(previous),
-        now,
-        grace: DEFAULT_GRACE,
-    })
-    .status
 }
 
 /// A soft-deleted cluster and the nodepools deleted with it.

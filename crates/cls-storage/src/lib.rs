@@ -69,6 +69,47 @@ pub struct Updated<T> {
     pub changed: bool,
 }
 
+/// Checks an update's version preconditions against the stored `resource_version`:
+/// `If-Match` first (412), then the body's `resource_version` (409).
+pub(crate) fn check_versions(
+    stored_version: i64,
+    if_match: Option<&str>,
+    body_version: Option<&str>,
+) -> Result<(), StorageError> {
+    let stored = stored_version.to_string();
+    if if_match.is_some_and(|v| v != stored) {
+        return Err(StorageError::PreconditionFailed);
+    }
+    if body_version.is_some_and(|v| v != stored) {
+        return Err(StorageError::VersionConflict);
+    }
+    Ok(())
+}
+
+/// What an update writes: the new generation and status when the spec changed.
+pub(crate) fn next_generation(
+    kind: cls_domain::resource::ResourceKind,
+    stored_generation: i64,
+    stored_status: &cls_domain::status::Status,
+    spec_changed: bool,
+    now: OffsetDateTime,
+) -> (i64, cls_domain::status::Status) {
+    if !spec_changed {
+        return (stored_generation, stored_status.clone());
+    }
+    let generation = stored_generation + 1;
+    let status = cls_domain::aggregate::aggregate(&cls_domain::aggregate::AggregationInput {
+        kind,
+        generation,
+        controllers: &[],
+        previous: Some(stored_status),
+        now,
+        grace: cls_domain::aggregate::DEFAULT_GRACE,
+    })
+    .status;
+    (generation, status)
+}
+
 /// Postgres keeps microseconds; timestamps are truncated before they are stored so that what
 /// a caller holds equals what it reads back.
 pub fn truncate_to_micros(t: OffsetDateTime) -> OffsetDateTime {

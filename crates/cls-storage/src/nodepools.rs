@@ -12,11 +12,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::clusters::reset_status;
 use crate::error::StorageError;
 use crate::rows::{NodePoolRow, all, encode};
 use crate::schema::{clusters, nodepools, reconcile_schedule};
-use crate::{ListQuery, Page, Updated, truncate_to_micros};
+use crate::{ListQuery, Page, Updated, check_versions, next_generation, truncate_to_micros};
 
 /// The unique index that keeps live nodepool names unique per cluster.
 const NAME_INDEX: &str = "nodepools_cluster_name_live";
@@ -210,17 +209,11 @@ pub async fn update(
     let now = truncate_to_micros(now);
     conn.transaction(async |conn| {
         let row = lock_live_row(conn, caller, id).await?;
-        let version = row.resource_version.to_string();
-        if if_match.is_some_and(|v| v != version) {
-            return Err(StorageError::PreconditionFailed);
-        }
-        if change
-            .resource_version
-            .as_deref()
-            .is_some_and(|v| v != version)
-        {
-            return Err(StorageError::VersionConflict);
-        }
+        check_versions(
+            row.resource_version,
+            if_match,
+            change.resource_version.as_deref(),
+        )?;
         let stored = row.into_domain()?;
         let spec_changed = stored.spec != change.spec;
         let labels = change.labels.as_ref().unwrap_or(&stored.labels);
@@ -232,12 +225,13 @@ pub async fn update(
                 changed,
             });
         }
-        let generation = stored.generation + i64::from(spec_changed);
-        let status = if spec_changed {
-            reset_status(ResourceKind::NodePool, generation, &stored.status, now)
-        } else {
-            stored.status.clone()
-        };
+        let (generation, status) = next_generation(
+            ResourceKind::NodePool,
+            stored.generation,
+            &stored.status,
+            spec_changed,
+            now,
+        );
         let row = diesel::update(nodepools::table.filter(nodepools::id.eq(id)))
             .set((
                 nodepools::spec.eq(encode::<NodePoolSpec>(&change.spec)),

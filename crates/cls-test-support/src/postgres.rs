@@ -253,87 +253,126 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // The throwaway cluster
 
-/// Where the shared throwaway cluster lives. One per machine user, reused by every test
-/// process (nextest runs each test in its own process) and left running for the next run;
-/// `cargo xtask ci` stops it at the end (`pg_ctl -D <dir>/data stop`).
+/// Where the shared throwaway cluster lives. One per machine, reused by every test process
+/// (nextest runs each test in its own process) and left running for the next run;
+/// `cargo xtask ci` stops it at the end if it started it.
 pub fn throwaway_dir() -> PathBuf {
     std::env::temp_dir().join("cls-test-pg")
 }
 
 /// Starts (or reuses) the throwaway cluster and returns its URL.
 fn throwaway_cluster() -> anyhow::Result<String> {
-    let dir = throwaway_dir();
+    ensure_cluster(&throwaway_dir(), None, TEST_SETTINGS)
+}
+
+/// Settings for the throwaway test cluster: speed over durability.
+const TEST_SETTINGS: &[&str] = &[
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "max_connections=300",
+];
+
+/// Makes sure a local cluster in `dir` is running and returns the URL of its `postgres`
+/// database. Reuses a running cluster; starts an existing one; creates one with `initdb`
+/// (trust auth, user `postgres`) if `dir` has none. Listens on 127.0.0.1 only, on `port` or a
+/// free one. Processes coordinate through a lock file, so concurrent callers share one.
+pub fn ensure_cluster(dir: &Path, port: Option<u16>, settings: &[&str]) -> anyhow::Result<String> {
     let lock_path = dir.with_extension("lock");
     let lock =
         File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().context("locking the throwaway cluster")?;
-    let url = start_or_reuse(&dir);
+    lock.lock().context("locking the local Postgres cluster")?;
+    let url = start_cluster(dir, port, settings);
     drop(lock);
     url
 }
 
-fn start_or_reuse(dir: &Path) -> anyhow::Result<String> {
+fn cluster_url(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+}
+
+fn start_cluster(dir: &Path, port: Option<u16>, settings: &[&str]) -> anyhow::Result<String> {
     let port_file = dir.join("port");
-    if let Ok(port) = fs::read_to_string(&port_file).map(|p| p.trim().parse::<u16>())
-        && let Ok(port) = port
-        && port_open(port)
-        && pg_tool("pg_ctl")?
-            .arg("-D")
-            .arg(dir.join("data"))
-            .arg("status")
-            .output()?
-            .status
-            .success()
+    let known_port = fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    if let Some(known) = known_port
+        && cluster_running(dir)
+        && port_open(known)
     {
-        return Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"));
-    }
-    // Nothing usable: start afresh.
-    if dir.exists() {
-        let _ = pg_tool("pg_ctl")?
-            .arg("-D")
-            .arg(dir.join("data"))
-            .args(["stop", "-m", "immediate"])
-            .output();
-        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    fs::create_dir_all(dir)?;
-    if running_as_root() {
-        run(Command::new("chown").arg("postgres").arg(dir))?;
+        return Ok(cluster_url(known));
     }
     let data = dir.join("data");
-    run(pg_tool("initdb")?.arg("-D").arg(&data).args([
-        "-A",
-        "trust",
-        "-U",
-        "postgres",
-        "--no-sync",
-        "-E",
-        "UTF8",
-    ]))?;
-    let port = free_port()?;
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off -c max_connections=300",
+    if !data.join("PG_VERSION").exists() {
+        if dir.exists() {
+            fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        fs::create_dir_all(dir)?;
+        if running_as_root() {
+            run(Command::new("chown").arg("postgres").arg(dir))?;
+        }
+        run(pg_tool("initdb")?.arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ]))?;
+    }
+    let port = match port {
+        Some(port) => port,
+        None => free_port()?,
+    };
+    let mut options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1",
         dir.display()
     );
+    for setting in settings {
+        options.push_str(" -c ");
+        options.push_str(setting);
+    }
+    let log = dir.join("log");
     run(pg_tool("pg_ctl")?
         .arg("-D")
         .arg(&data)
         .args(["-o", &options, "-l"])
-        .arg(dir.join("log"))
-        .args(["-w", "-t", "60", "start"]))?;
+        .arg(&log)
+        .args(["-w", "-t", "60", "start"]))
+    .with_context(|| format!("starting Postgres on port {port} (see {})", log.display()))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !port_open(port) {
         if Instant::now() > deadline {
-            bail!(
-                "Postgres did not open port {port}; see {}",
-                dir.join("log").display()
-            );
+            bail!("Postgres did not open port {port}; see {}", log.display());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     fs::write(&port_file, port.to_string())?;
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    Ok(cluster_url(port))
+}
+
+/// Whether the cluster in `dir` is running.
+pub fn cluster_running(dir: &Path) -> bool {
+    dir.join("data").exists()
+        && pg_tool("pg_ctl").is_ok_and(|mut c| {
+            c.arg("-D")
+                .arg(dir.join("data"))
+                .arg("status")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// Stops the cluster in `dir` if it is running.
+pub fn stop_cluster(dir: &Path) -> anyhow::Result<()> {
+    if cluster_running(dir) {
+        run(pg_tool("pg_ctl")?
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-m", "fast", "-w", "stop"]))?;
+    }
+    Ok(())
 }
 
 /// A command for a PostgreSQL server tool, run as the `postgres` user when we are root
