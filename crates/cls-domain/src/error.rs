@@ -149,7 +149,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// One violation of a validation rule: the JSON path of the offending field and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

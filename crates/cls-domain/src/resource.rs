@@ -53,7 +53,7 @@ impl ResourceKind {
 // ---------------------------------------------------------------------------------------------
 // Cluster spec
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterSpec {
     #[serde(rename = "infraID", default, skip_serializing_if = "Option::is_none")]
     pub infra_id: Option<String>,
@@ -76,7 +76,7 @@ pub struct ClusterSpec {
     pub issuer_url: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterPlatform {
     /// Required; compared case-insensitively and stored lower-cased.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +85,7 @@ pub struct ClusterPlatform {
     pub gcp: Option<GcpClusterPlatform>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GcpClusterPlatform {
     #[serde(rename = "projectID")]
     pub project_id: String,
@@ -106,7 +106,7 @@ pub struct GcpClusterPlatform {
     pub workload_identity: Option<WorkloadIdentity>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkloadIdentity {
     #[serde(rename = "projectNumber")]
     pub project_number: String,
@@ -122,7 +122,7 @@ pub struct WorkloadIdentity {
     pub service_accounts_ref: Option<ServiceAccountsRef>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceAccountsRef {
     #[serde(rename = "nodePoolEmail")]
     pub node_pool_email: String,
@@ -150,7 +150,7 @@ pub struct ServiceAccountsRef {
     pub network_email: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterRelease {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -169,7 +169,7 @@ pub struct ClusterRelease {
 /// The allowed values of `release.channelGroup`.
 pub const CHANNEL_GROUPS: [&str; 4] = ["stable", "fast", "candidate", "eus"];
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Networking {
     #[serde(
         rename = "clusterNetwork",
@@ -193,7 +193,7 @@ pub struct Networking {
     pub service_cidr: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterNetworkEntry {
     pub cidr: String,
     #[serde(
@@ -204,7 +204,7 @@ pub struct ClusterNetworkEntry {
     pub host_prefix: Option<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Dns {
     #[serde(rename = "baseDomain")]
     pub base_domain: String,
@@ -241,7 +241,7 @@ impl ClusterSpec {
 // ---------------------------------------------------------------------------------------------
 // NodePool spec
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodePoolSpec {
     /// 0..=1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,7 +261,7 @@ pub struct NodePoolSpec {
     pub node_drain_timeout: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Management {
     /// `Replace` or `InPlace`.
     #[serde(
@@ -279,7 +279,7 @@ pub struct Management {
 /// The allowed values of `management.upgradeType`.
 pub const UPGRADE_TYPES: [&str; 2] = ["Replace", "InPlace"];
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplaceStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
@@ -291,7 +291,7 @@ pub struct ReplaceStrategy {
     pub rolling_update: Option<RollingUpdate>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RollingUpdate {
     #[serde(
         rename = "maxUnavailable",
@@ -304,14 +304,14 @@ pub struct RollingUpdate {
 }
 
 /// A Kubernetes-style count or percentage (`1` or `"25%"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum IntOrString {
     Int(i64),
     String(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodePoolPlatform {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub platform_type: Option<String>,
@@ -319,7 +319,7 @@ pub struct NodePoolPlatform {
     pub gcp: Option<GcpNodePoolPlatform>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GcpNodePoolPlatform {
     #[serde(rename = "instanceType")]
     pub instance_type: String,
@@ -343,7 +343,7 @@ pub struct GcpNodePoolPlatform {
     pub taints: Option<Vec<Taint>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RootVolume {
     /// Size in GiB.
     pub size: i64,
@@ -351,7 +351,7 @@ pub struct RootVolume {
     pub volume_type: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Taint {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,7 +363,7 @@ pub struct Taint {
 /// The allowed values of a taint's `effect`.
 pub const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodePoolRelease {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -375,7 +375,7 @@ pub struct NodePoolRelease {
 // ---------------------------------------------------------------------------------------------
 // Stored resources, as returned by the API
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cluster {
     pub id: Uuid,
     pub name: String,
@@ -401,7 +401,7 @@ pub struct Cluster {
     pub deleted_at: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodePool {
     pub id: Uuid,
     pub cluster_id: Uuid,
@@ -428,7 +428,7 @@ pub struct NodePool {
 // Request bodies
 
 /// `POST /api/v1/clusters`. Server-owned fields ([`SERVER_OWNED_FIELDS`]) are dropped first.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateClusterRequest {
     #[serde(default)]
     pub name: Option<String>,
@@ -443,7 +443,7 @@ pub struct CreateClusterRequest {
 }
 
 /// `PUT /api/v1/clusters/{id}`. Immutable fields may be sent back unchanged.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct UpdateClusterRequest {
     #[serde(default)]
     pub spec: Option<ClusterSpec>,
@@ -461,7 +461,7 @@ pub struct UpdateClusterRequest {
 
 /// `POST /api/v1/nodepools` (and `POST /clusters/{id}/nodepools`, where `cluster_id` comes
 /// from the path).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateNodePoolRequest {
     #[serde(default)]
     pub cluster_id: Option<String>,
@@ -474,7 +474,7 @@ pub struct CreateNodePoolRequest {
 }
 
 /// `PUT /api/v1/nodepools/{id}`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct UpdateNodePoolRequest {
     #[serde(default)]
     pub spec: Option<NodePoolSpec>,

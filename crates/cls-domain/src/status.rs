@@ -9,7 +9,7 @@ use crate::timefmt::{parse_rfc3339, rfc3339_utc};
 use crate::validate::is_dns_label;
 
 /// The high-level state of a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Phase {
     Pending,
     Progressing,
@@ -40,7 +40,7 @@ impl Phase {
 }
 
 /// A condition's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ConditionStatus {
     True,
     False,
@@ -59,7 +59,7 @@ impl ConditionStatus {
 }
 
 /// One condition of an aggregated status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Condition {
     #[serde(rename = "type")]
     pub condition_type: String,
@@ -72,7 +72,7 @@ pub struct Condition {
 }
 
 /// The aggregated status of a cluster or nodepool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     #[serde(rename = "observedGeneration")]
     pub observed_generation: i64,
@@ -98,7 +98,7 @@ impl Status {
 
 /// `PUT …/status` body as sent by a controller. Required fields are optional in the type so
 /// that [`validate_report`] reports every missing one at once.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct ControllerReport {
     #[serde(default)]
     pub controller_name: Option<String>,
@@ -113,7 +113,7 @@ pub struct ControllerReport {
 }
 
 /// A condition as a controller reports it.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct ReportedCondition {
     #[serde(rename = "type", default)]
     pub condition_type: Option<String>,
@@ -130,7 +130,7 @@ pub struct ReportedCondition {
 }
 
 /// A controller's description of its last error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorInfo {
     #[serde(rename = "controllerName")]
     pub controller_name: String,
@@ -157,7 +157,7 @@ pub struct ErrorInfo {
 }
 
 /// A condition as stored in a controller's row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ControllerCondition {
     #[serde(rename = "type")]
     pub condition_type: String,
@@ -183,7 +183,7 @@ pub struct ValidReport {
 }
 
 /// One controller's stored row for one resource (one row per resource and controller).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ControllerStatus {
     pub controller_name: String,
     pub observed_generation: i64,

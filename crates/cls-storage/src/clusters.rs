@@ -300,3 +300,24 @@ pub async fn mark_deleted(
     })
     .await
 }
+
+/// Stores a recomputed aggregated status (and when it must next be rechecked) on a cluster,
+/// without touching `resource_version` (status is not part of the desired state).
+pub async fn store_status(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    status: &cls_domain::status::Status,
+    recheck_at: Option<OffsetDateTime>,
+) -> Result<(), StorageError> {
+    let updated = diesel::update(clusters::table.filter(clusters::id.eq(id)))
+        .set((
+            clusters::status.eq(encode(status)),
+            clusters::status_recheck_at.eq(recheck_at.map(truncate_to_micros)),
+        ))
+        .execute(conn)
+        .await?;
+    if updated == 0 {
+        return Err(StorageError::NotFound);
+    }
+    Ok(())
+}

@@ -29,6 +29,18 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the database could not be reached (connection lost or refused), as opposed to
+    /// a query that failed: the request may succeed when retried later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Database(
+                DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+                    | DieselError::BrokenTransactionManager
+            )
+        ) || matches!(self, StorageError::Database(e) if e.to_string().contains("connection"))
+    }
+
     /// Whether a database error is a violation of the named unique index.
     pub(crate) fn is_unique_violation(err: &DieselError, index: &str) -> bool {
         matches!(err, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)

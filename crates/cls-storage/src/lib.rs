@@ -8,6 +8,7 @@
 
 pub mod clusters;
 pub mod error;
+pub mod idempotency;
 pub mod migrate;
 pub mod nodepools;
 pub mod outbox;
@@ -67,6 +68,13 @@ pub struct Updated<T> {
     pub spec_changed: bool,
     /// Anything was stored (spec, labels or description); `resource_version` moved.
     pub changed: bool,
+}
+
+/// A cheap readiness probe: can the database answer at all?
+pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), StorageError> {
+    use diesel_async::RunQueryDsl as _;
+    diesel::sql_query("SELECT 1").execute(conn).await?;
+    Ok(())
 }
 
 /// Checks an update's version preconditions against the stored `resource_version`:

@@ -7,6 +7,9 @@ use diesel_async::pooled_connection::bb8::Pool;
 /// A pool of async Postgres connections.
 pub type PgPool = Pool<AsyncPgConnection>;
 
+/// Why a connection could not be checked out (Postgres down, or the pool exhausted).
+pub type RunError = diesel_async::pooled_connection::bb8::RunError;
+
 /// A connection checked out of a [`PgPool`].
 pub type PooledConnection<'a> =
     bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;

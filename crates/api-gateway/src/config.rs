@@ -1,0 +1,423 @@
+//! Typed configuration (SPEC §7), parsed once from the environment before anything binds.
+//! An invalid value is an error naming the variable; `main` exits with code 64.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cls_domain::identity::{DEFAULT_CONTROLLER_IDENTITY, parse_controller_identities};
+
+/// Environment variable names, in one place.
+pub mod env {
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
+    pub const PORT: &str = "PORT";
+    pub const METRICS_PORT: &str = "METRICS_PORT";
+    pub const LOG_LEVEL: &str = "LOG_LEVEL";
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub const AUTH_MODE: &str = "AUTH_MODE";
+    pub const DISABLE_AUTH: &str = "DISABLE_AUTH";
+    pub const CONTROLLER_IDENTITIES: &str = "CONTROLLER_IDENTITIES";
+    pub const JWT_JWKS_FILE: &str = "JWT_JWKS_FILE";
+    pub const JWT_JWKS_URL: &str = "JWT_JWKS_URL";
+    pub const JWT_ISSUERS: &str = "JWT_ISSUERS";
+    pub const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+    pub const JWT_LEEWAY: &str = "JWT_LEEWAY";
+    pub const CORS_ALLOWED_ORIGINS: &str = "CORS_ALLOWED_ORIGINS";
+    pub const DEFAULT_CLUSTER_VERSION: &str = "DEFAULT_CLUSTER_VERSION";
+    pub const DEFAULT_CHANNEL_GROUP: &str = "DEFAULT_CHANNEL_GROUP";
+    pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
+    pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
+    pub const IDEMPOTENCY_TTL: &str = "IDEMPOTENCY_TTL";
+    pub const HTTP_WORKERS: &str = "HTTP_WORKERS";
+}
+
+/// How the gateway learns who is calling (SPEC §2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `X-User-Email`, set by a trusted gateway in front of us.
+    Header,
+    /// A JWT bearer token verified against a JWKS.
+    Jwt(JwtConfig),
+    /// Every request acts as the first controller identity (local development only).
+    Disabled,
+}
+
+/// Where the JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub jwks: JwksSource,
+    pub issuers: Vec<String>,
+    pub audience: String,
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub auth: AuthMode,
+    /// Normalised, in configured order; the first is the identity of `AUTH_MODE=disabled`.
+    pub controller_identities: Vec<String>,
+    /// Empty: CORS off. `["*"]`: any origin, without credentials.
+    pub cors_allowed_origins: Vec<String>,
+    pub default_cluster_version: String,
+    pub default_channel_group: String,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub idempotency_ttl: Duration,
+    pub http_workers: usize,
+}
+
+/// An invalid configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads the given variables (tests pass a map instead of mutating the environment).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let database_url = get(env::DATABASE_URL)
+            .ok_or_else(|| invalid(env::DATABASE_URL, "is required"))?
+            .to_owned();
+        let controller_identities = match get(env::CONTROLLER_IDENTITIES) {
+            None => vec![DEFAULT_CONTROLLER_IDENTITY.to_owned()],
+            Some(raw) => parse_controller_identities(raw)
+                .map_err(|message| invalid(env::CONTROLLER_IDENTITIES, message))?,
+        };
+        let disable_auth = match get(env::DISABLE_AUTH) {
+            None => false,
+            Some(v) => {
+                parse_bool(v).ok_or_else(|| invalid(env::DISABLE_AUTH, "must be true or false"))?
+            }
+        };
+        let auth = match (get(env::AUTH_MODE), disable_auth) {
+            (None | Some("disabled"), true) | (Some("disabled"), false) => AuthMode::Disabled,
+            (None | Some("header"), false) => AuthMode::Header,
+            (Some("jwt"), false) => AuthMode::Jwt(jwt_config(&get)?),
+            (Some(mode @ ("header" | "jwt")), true) => {
+                return Err(invalid(
+                    env::DISABLE_AUTH,
+                    format!("DISABLE_AUTH=true contradicts AUTH_MODE={mode}"),
+                ));
+            }
+            (Some(other), _) => {
+                return Err(invalid(
+                    env::AUTH_MODE,
+                    format!("must be header, jwt or disabled (got '{other}')"),
+                ));
+            }
+        };
+        let cors_allowed_origins: Vec<String> = get(env::CORS_ALLOWED_ORIGINS)
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if cors_allowed_origins.len() > 1 && cors_allowed_origins.iter().any(|o| o == "*") {
+            return Err(invalid(
+                env::CORS_ALLOWED_ORIGINS,
+                "'*' cannot be combined with explicit origins",
+            ));
+        }
+        for origin in &cors_allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(invalid(
+                    env::CORS_ALLOWED_ORIGINS,
+                    format!("'{origin}' is not an http(s) origin"),
+                ));
+            }
+        }
+        let default_channel_group = get(env::DEFAULT_CHANNEL_GROUP)
+            .unwrap_or("stable")
+            .to_owned();
+        if !cls_domain::resource::CHANNEL_GROUPS.contains(&default_channel_group.as_str()) {
+            return Err(invalid(
+                env::DEFAULT_CHANNEL_GROUP,
+                format!(
+                    "must be one of {}",
+                    cls_domain::resource::CHANNEL_GROUPS.join(", ")
+                ),
+            ));
+        }
+        let log_format = match get(env::LOG_FORMAT).unwrap_or("json") {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => {
+                return Err(invalid(
+                    env::LOG_FORMAT,
+                    format!("must be json or text (got '{other}')"),
+                ));
+            }
+        };
+        Ok(Config {
+            database_url,
+            database_max_connections: number(&get, env::DATABASE_MAX_CONNECTIONS, 16, 1..=1000)?,
+            port: number(&get, env::PORT, 8080, 0..=65535)?,
+            metrics_port: number(&get, env::METRICS_PORT, 8081, 0..=65535)?,
+            log_level: get(env::LOG_LEVEL).unwrap_or("info").to_owned(),
+            log_format,
+            auth,
+            controller_identities,
+            cors_allowed_origins,
+            default_cluster_version: get(env::DEFAULT_CLUSTER_VERSION)
+                .unwrap_or("4.16.0")
+                .to_owned(),
+            default_channel_group,
+            request_timeout: duration(&get, env::REQUEST_TIMEOUT, Duration::from_secs(30))?,
+            shutdown_timeout: duration(&get, env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
+            idempotency_ttl: duration(&get, env::IDEMPOTENCY_TTL, Duration::from_secs(24 * 3600))?,
+            http_workers: number(&get, env::HTTP_WORKERS, default_workers(), 1..=256)?,
+        })
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn jwt_config<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<JwtConfig, ConfigError> {
+    let jwks = match (get(env::JWT_JWKS_FILE), get(env::JWT_JWKS_URL)) {
+        (Some(file), None) => JwksSource::File(PathBuf::from(file)),
+        (None, Some(url)) if url.starts_with("https://") || url.starts_with("http://") => {
+            JwksSource::Url(url.to_owned())
+        }
+        (None, Some(_)) => return Err(invalid(env::JWT_JWKS_URL, "must be an http(s) URL")),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                env::JWT_JWKS_URL,
+                "set JWT_JWKS_FILE or JWT_JWKS_URL, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                env::JWT_JWKS_FILE,
+                "AUTH_MODE=jwt needs JWT_JWKS_FILE or JWT_JWKS_URL",
+            ));
+        }
+    };
+    let issuers: Vec<String> = get(env::JWT_ISSUERS)
+        .map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if issuers.is_empty() {
+        return Err(invalid(
+            env::JWT_ISSUERS,
+            "AUTH_MODE=jwt needs at least one issuer",
+        ));
+    }
+    let audience = get(env::JWT_AUDIENCE)
+        .ok_or_else(|| invalid(env::JWT_AUDIENCE, "AUTH_MODE=jwt needs an audience"))?;
+    Ok(JwtConfig {
+        jwks,
+        issuers,
+        audience: audience.to_owned(),
+        leeway: duration(get, env::JWT_LEEWAY, Duration::from_secs(30))?,
+    })
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn number<'a, T>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    variable: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = get(variable) else {
+        return Ok(default);
+    };
+    let value: T = raw
+        .parse()
+        .map_err(|_| invalid(variable, format!("must be a number (got '{raw}')")))?;
+    if !range.contains(&value) {
+        return Err(invalid(
+            variable,
+            format!(
+                "must be between {} and {} (got {value})",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// Durations: humantime strings (`500ms`, `30s`, `5m`, `2h`) or bare integers meaning seconds.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    match raw.parse::<u64>() {
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(raw).ok(),
+    }
+}
+
+fn duration<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    variable: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(raw) => parse_duration(raw).ok_or_else(|| {
+            invalid(
+                variable,
+                format!("must be a duration such as 30s or 5m (got '{raw}')"),
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut vars: HashMap<String, String> =
+            HashMap::from([("DATABASE_URL".into(), "postgres://x/y".into())]);
+        for (k, v) in pairs {
+            vars.insert((*k).into(), (*v).into());
+        }
+        Config::from_vars(&vars)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            (c.port, c.metrics_port, c.database_max_connections),
+            (8080, 8081, 16)
+        );
+        assert_eq!(c.auth, AuthMode::Header);
+        assert_eq!(c.controller_identities, vec!["controller@system.local"]);
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.idempotency_ttl, Duration::from_secs(86400));
+        assert!(c.cors_allowed_origins.is_empty());
+        assert_eq!(c.default_channel_group, "stable");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (pairs, variable) in [
+            (vec![("PORT", "eighty")], "PORT"),
+            (vec![("PORT", "70000")], "PORT"),
+            (vec![("AUTH_MODE", "magic")], "AUTH_MODE"),
+            (vec![("DISABLE_AUTH", "maybe")], "DISABLE_AUTH"),
+            (
+                vec![("AUTH_MODE", "jwt"), ("DISABLE_AUTH", "true")],
+                "DISABLE_AUTH",
+            ),
+            (vec![("AUTH_MODE", "jwt")], "JWT_JWKS_FILE"),
+            (
+                vec![("AUTH_MODE", "jwt"), ("JWT_JWKS_FILE", "/k")],
+                "JWT_ISSUERS",
+            ),
+            (
+                vec![
+                    ("AUTH_MODE", "jwt"),
+                    ("JWT_JWKS_FILE", "/k"),
+                    ("JWT_ISSUERS", "i"),
+                ],
+                "JWT_AUDIENCE",
+            ),
+            (vec![("REQUEST_TIMEOUT", "soon")], "REQUEST_TIMEOUT"),
+            (
+                vec![("CONTROLLER_IDENTITIES", "not-an-email")],
+                "CONTROLLER_IDENTITIES",
+            ),
+            (
+                vec![("CORS_ALLOWED_ORIGINS", "*,https://a.io")],
+                "CORS_ALLOWED_ORIGINS",
+            ),
+            (
+                vec![("DEFAULT_CHANNEL_GROUP", "nightly")],
+                "DEFAULT_CHANNEL_GROUP",
+            ),
+            (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+        ] {
+            let err = config(&pairs).unwrap_err();
+            assert_eq!(err.variable, variable, "{pairs:?}: {err}");
+            assert!(err.to_string().contains(variable));
+        }
+        assert_eq!(
+            Config::from_vars(&HashMap::new()).unwrap_err().variable,
+            "DATABASE_URL"
+        );
+    }
+
+    #[test]
+    fn auth_modes_and_durations() {
+        assert_eq!(
+            config(&[("DISABLE_AUTH", "true")]).unwrap().auth,
+            AuthMode::Disabled
+        );
+        assert_eq!(
+            config(&[("AUTH_MODE", "disabled")]).unwrap().auth,
+            AuthMode::Disabled
+        );
+        let jwt = config(&[
+            ("AUTH_MODE", "jwt"),
+            ("JWT_JWKS_URL", "https://idp.example.com/jwks.json"),
+            ("JWT_ISSUERS", "https://idp.example.com, https://other"),
+            ("JWT_AUDIENCE", "cls"),
+            ("JWT_LEEWAY", "5"),
+        ])
+        .unwrap();
+        let AuthMode::Jwt(jwt) = jwt.auth else {
+            panic!("jwt mode")
+        };
+        assert_eq!(jwt.issuers.len(), 2);
+        assert_eq!(jwt.leeway, Duration::from_secs(5));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+    }
+}

@@ -1,0 +1,163 @@
+//! The CLS public REST API (SPEC §2, §3): identity, access control, validation, optimistic
+//! concurrency, idempotency, and transactional events (every lifecycle change writes its
+//! outbox row in the same transaction).
+//!
+//! `main.rs` only loads [`Config`], builds [`AppState`] and calls [`start`]; tests start the
+//! same server in-process on ephemeral ports.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+mod middleware;
+pub mod openapi;
+pub mod request_id;
+mod routes;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, middleware::from_fn, web};
+use anyhow::Context as _;
+use cls_storage::PgPool;
+
+pub use config::Config;
+
+use crate::auth::Authenticator;
+use crate::metrics::Metrics;
+
+/// Everything a request handler needs, shared by all workers.
+#[derive(Debug)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub default_cluster_version: String,
+    pub default_channel_group: String,
+    pub request_timeout: Duration,
+    pub idempotency_ttl: time::Duration,
+}
+
+impl AppState {
+    /// Builds the state: the pool (lazy: start-up does not need Postgres up) and the
+    /// authenticator (in jwt mode the JWKS must load).
+    pub async fn build(config: &Config) -> anyhow::Result<AppState> {
+        let pool = cls_storage::pool(&config.database_url, config.database_max_connections);
+        let auth = Authenticator::new(&config.auth, config.controller_identities.clone()).await?;
+        Ok(AppState {
+            pool,
+            auth,
+            metrics: Metrics::new(),
+            default_cluster_version: config.default_cluster_version.clone(),
+            default_channel_group: config.default_channel_group.clone(),
+            request_timeout: config.request_timeout,
+            idempotency_ttl: time::Duration::try_from(config.idempotency_ttl)
+                .unwrap_or(time::Duration::DAY),
+        })
+    }
+
+    pub(crate) fn release_defaults(&self) -> cls_domain::validate::ReleaseDefaults<'_> {
+        cls_domain::validate::ReleaseDefaults {
+            version: &self.default_cluster_version,
+            channel_group: &self.default_channel_group,
+        }
+    }
+}
+
+/// The running API and admin servers.
+pub struct Running {
+    pub api_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    api: Server,
+    admin: Server,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("api_addr", &self.api_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish()
+    }
+}
+
+impl Running {
+    pub fn handles(&self) -> (ServerHandle, ServerHandle) {
+        (self.api.handle(), self.admin.handle())
+    }
+
+    /// Serves until both servers stop (SIGTERM/SIGINT drain in-flight requests first).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let (api, admin) = tokio::join!(self.api, self.admin);
+        api.context("API server")?;
+        admin.context("admin server")?;
+        Ok(())
+    }
+}
+
+/// Starts the API server on `api` and the admin server (`/metrics`, `/healthz`, `/readyz`)
+/// on `admin`.
+pub fn start(
+    config: &Config,
+    state: Arc<AppState>,
+    api: TcpListener,
+    admin: TcpListener,
+) -> anyhow::Result<Running> {
+    let api_addr = api.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let data = web::Data::from(state);
+    let cors_origins = config.cors_allowed_origins.clone();
+
+    let api_data = data.clone();
+    let api_server = HttpServer::new(move || {
+        App::new()
+            .app_data(api_data.clone())
+            .app_data(routes::json_payload_config())
+            .wrap(routes::cors(&cors_origins))
+            .wrap(from_fn(middleware::edge))
+            .configure(routes::configure)
+    })
+    .workers(config.http_workers)
+    .client_request_timeout(Duration::from_secs(10))
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .listen(api)?
+    .run();
+
+    let admin_server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(routes::configure_admin)
+    })
+    .workers(1)
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .listen(admin)?
+    .run();
+
+    Ok(Running {
+        api_addr,
+        admin_addr,
+        api: api_server,
+        admin: admin_server,
+    })
+}
+
+/// Sets up `tracing` output: JSON lines (default) or text, filtered by `RUST_LOG` or
+/// `LOG_LEVEL`.
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},h2=warn,hyper=warn,actix_server=warn",
+            config.log_level
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let _ = match config.log_format {
+        config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        config::LogFormat::Text => builder.try_init(),
+    };
+}

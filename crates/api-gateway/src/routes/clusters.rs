@@ -1,0 +1,371 @@
+//! `/api/v1/clusters…` handlers.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use cls_domain::ErrorCode;
+use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
+use cls_domain::resource::{
+    Cluster, CreateClusterRequest, CreateNodePoolRequest, NodePool, SERVER_OWNED_FIELDS,
+    UpdateClusterRequest,
+};
+use cls_domain::status::Phase;
+use cls_domain::validate::{ClusterIdentity, validate_cluster_create, validate_cluster_update};
+use cls_storage::idempotency::{self, Claim, KeyedRequest, StoredResponse};
+use cls_storage::{clusters, outbox};
+use diesel_async::AsyncConnection as _;
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::nodepools::{NodePoolList, create_nodepool_in};
+use super::{
+    Query, check_if_match, idempotency_key, if_match, json_body, path_id, request_hash, with_etag,
+};
+use crate::AppState;
+use crate::auth::Authenticated;
+use crate::error::{ApiError, Problem};
+
+/// `GET /api/v1/clusters` response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ClusterList {
+    pub(crate) clusters: Vec<Cluster>,
+    pub(crate) total: i64,
+    pub(crate) limit: i64,
+    pub(crate) offset: i64,
+}
+
+/// `DELETE /api/v1/clusters/{id}` response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DeleteClusterResponse {
+    pub(crate) message: &'static str,
+    pub(crate) cluster_id: Uuid,
+}
+
+pub(crate) const LIST_PARAMS: [&str; 6] = [
+    "limit",
+    "offset",
+    "status",
+    "labels",
+    "name",
+    "include_deleted",
+];
+
+/// The lifecycle event of a cluster change.
+pub(crate) fn cluster_event(
+    cluster: &Cluster,
+    action: LifecycleAction,
+    now: OffsetDateTime,
+) -> Envelope {
+    LifecycleEvent {
+        id: Uuid::now_v7(),
+        resource: ResourceRef::Cluster {
+            cluster_id: cluster.id,
+        },
+        action,
+        generation: cluster.generation,
+        timestamp: now,
+        traceparent: None,
+    }
+    .envelope()
+}
+
+/// List clusters the caller may see, newest first.
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters",
+    params(
+        ("limit" = Option<i64>, Query, description = "1-100, default 50; larger values are clamped to 100"),
+        ("offset" = Option<i64>, Query, description = ">= 0"),
+        ("status" = Option<String>, Query, description = "aggregated phase: Pending, Progressing, Ready, Failed"),
+        ("labels" = Option<String>, Query, description = "k=v,k2=v2: every label must match"),
+        ("name" = Option<String>, Query, description = "exact name"),
+        ("include_deleted" = Option<bool>, Query, description = "controllers only: include soft-deleted clusters"),
+    ),
+    responses((status = 200, body = ClusterList), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub(crate) async fn list_clusters(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &LIST_PARAMS)?.list_query()?;
+    let mut conn = state.pool.get().await?;
+    let page = clusters::list(&mut conn, &caller.0, &query).await?;
+    Ok(HttpResponse::Ok().json(ClusterList {
+        clusters: page.items,
+        total: page.total,
+        limit: query.limit,
+        offset: query.offset,
+    }))
+}
+
+/// Create a cluster; emits `cluster.created`. Supports `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", request_body = CreateClusterRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe creation, scoped to the caller, kept 24 h")),
+    responses((status = 201, body = Cluster, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn create_cluster(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (request, raw): (CreateClusterRequest, _) = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
+    let key = idempotency_key(req.headers())?;
+    let new =
+        validate_cluster_create(request, state.release_defaults()).map_err(ApiError::validation)?;
+    let scope = "POST /api/v1/clusters";
+    let hash = request_hash(scope, &raw);
+    let caller = caller.0;
+    let now = OffsetDateTime::now_utc();
+    let mut conn = state.pool.get().await?;
+    let response = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            if let Some(key) = &key {
+                let keyed = KeyedRequest {
+                    caller: caller.email(),
+                    key,
+                    scope,
+                    hash: &hash,
+                };
+                match idempotency::claim(conn, keyed, now, state.idempotency_ttl).await? {
+                    Claim::New => {}
+                    Claim::Replay(stored) => return Ok(stored),
+                    Claim::Mismatch => return Err(key_reused()),
+                }
+            }
+            let cluster = clusters::create(conn, caller.email(), &new, Uuid::now_v7(), now).await?;
+            outbox::insert(
+                conn,
+                &[cluster_event(&cluster, LifecycleAction::Created, now)],
+            )
+            .await?;
+            let stored = StoredResponse {
+                status: 201,
+                body: serde_json::to_value(&cluster).map_err(|_| ApiError::internal())?,
+                resource_id: Some(cluster.id),
+            };
+            if let Some(key) = &key {
+                idempotency::complete(conn, caller.email(), key, &stored).await?;
+            }
+            Ok(stored)
+        })
+        .await?;
+    Ok(created("/api/v1/clusters", &response))
+}
+
+pub(crate) fn key_reused() -> ApiError {
+    ApiError::new(
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was already used with a different request",
+    )
+}
+
+/// A 201 response (fresh or replayed) with `Location` and `ETag`.
+pub(crate) fn created(collection: &str, stored: &StoredResponse) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(stored.status)
+        .unwrap_or(actix_web::http::StatusCode::CREATED);
+    let mut response = HttpResponse::build(status);
+    if let Some(id) = stored.resource_id {
+        response.insert_header((header::LOCATION, format!("{collection}/{id}")));
+    }
+    if let Some(version) = stored.body.get("resource_version").and_then(|v| v.as_str()) {
+        response.insert_header((header::ETAG, super::etag(version)));
+    }
+    response.json(&stored.body)
+}
+
+/// Get a cluster (with its aggregated status) and its `ETag`.
+#[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Cluster, headers(("ETag" = String))), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn get_cluster(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    let mut conn = state.pool.get().await?;
+    let cluster = clusters::get(&mut conn, &caller.0, id)
+        .await?
+        .ok_or_else(ApiError::cluster_not_found)?;
+    Ok(with_etag(
+        HttpResponse::Ok(),
+        &cluster.resource_version,
+        &cluster,
+    ))
+}
+
+/// Replace a cluster's spec (and optionally labels/description); emits `cluster.updated`
+/// when the spec changed.
+#[utoipa::path(put, path = "/api/v1/clusters/{id}", tag = "clusters", request_body = UpdateClusterRequest,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "the ETag from GET")),
+    responses((status = 200, body = Cluster, headers(("ETag" = String))), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 412, body = Problem), (status = 415, body = Problem)))]
+pub(crate) async fn update_cluster(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    let (request, _): (UpdateClusterRequest, _) = json_body(
+        &req,
+        &body,
+        &[
+            "id",
+            "status",
+            "generation",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "deleted_at",
+        ],
+    )?;
+    let if_match = if_match(req.headers());
+    let caller = caller.0;
+    let now = OffsetDateTime::now_utc();
+    let mut conn = state.pool.get().await?;
+    let cluster = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let stored = clusters::lock_live(conn, &caller, id)
+                .await
+                .map_err(ApiError::from_cluster_storage)?;
+            check_if_match(if_match.as_deref(), &stored.resource_version)?;
+            let identity = ClusterIdentity {
+                name: &stored.name,
+                target_project_id: stored.target_project_id.as_deref(),
+            };
+            let change = validate_cluster_update(request, identity, state.release_defaults())
+                .map_err(ApiError::validation)?;
+            let updated = clusters::update(conn, &caller, id, &change, None, now)
+                .await
+                .map_err(ApiError::from_cluster_storage)?;
+            if updated.spec_changed {
+                outbox::insert(
+                    conn,
+                    &[cluster_event(
+                        &updated.resource,
+                        LifecycleAction::Updated,
+                        now,
+                    )],
+                )
+                .await?;
+            }
+            Ok(updated.resource)
+        })
+        .await?;
+    Ok(with_etag(
+        HttpResponse::Ok(),
+        &cluster.resource_version,
+        &cluster,
+    ))
+}
+
+/// Soft-delete a cluster and its nodepools; emits `cluster.deleted` and one
+/// `nodepool.deleted` per nodepool. Only `Pending` or `Failed` clusters unless `force=true`.
+#[utoipa::path(delete, path = "/api/v1/clusters/{id}", tag = "clusters",
+    params(("id" = Uuid, Path), ("force" = Option<bool>, Query, description = "delete whatever the phase (only the literal true)")),
+    responses((status = 202, body = DeleteClusterResponse), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn delete_cluster(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    let force = Query::parse(&req, &["force"])?.force();
+    let caller = caller.0;
+    let now = OffsetDateTime::now_utc();
+    let mut conn = state.pool.get().await?;
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let cluster = clusters::lock_live(conn, &caller, id).await.map_err(ApiError::from_cluster_storage)?;
+        let phase = cluster.status.phase;
+        if !force && !matches!(phase, Phase::Pending | Phase::Failed) {
+            return Err(ApiError::new(
+                ErrorCode::ClusterNotDeletable,
+                format!(
+                    "cluster '{}' is {}; only Pending or Failed clusters can be deleted, use ?force=true to delete it anyway",
+                    cluster.name,
+                    phase.as_str()
+                ),
+            ));
+        }
+        let deleted = clusters::mark_deleted(conn, id, now).await.map_err(ApiError::from_cluster_storage)?;
+        let mut events = vec![cluster_event(&deleted.cluster, LifecycleAction::Deleted, now)];
+        events.extend(
+            deleted.nodepools.iter().map(|np| super::nodepools::nodepool_event(np, LifecycleAction::Deleted, now)),
+        );
+        outbox::insert(conn, &events).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::Accepted().json(DeleteClusterResponse {
+        message: "cluster deletion initiated",
+        cluster_id: id,
+    }))
+}
+
+/// List the nodepools of a cluster (like `GET /nodepools?clusterId=`).
+#[utoipa::path(get, path = "/api/v1/clusters/{id}/nodepools", tag = "nodepools",
+    params(("id" = Uuid, Path), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query),
+        ("status" = Option<String>, Query), ("labels" = Option<String>, Query), ("name" = Option<String>, Query),
+        ("include_deleted" = Option<bool>, Query)),
+    responses((status = 200, body = NodePoolList), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem)))]
+pub(crate) async fn list_cluster_nodepools(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    let query = Query::parse(&req, &LIST_PARAMS)?.list_query()?;
+    let mut conn = state.pool.get().await?;
+    clusters::get(&mut conn, &caller.0, id)
+        .await?
+        .ok_or_else(ApiError::cluster_not_found)?;
+    let page = cls_storage::nodepools::list(&mut conn, &caller.0, Some(id), &query).await?;
+    Ok(HttpResponse::Ok().json(NodePoolList {
+        nodepools: page.items,
+        total: page.total,
+        limit: query.limit,
+        offset: query.offset,
+    }))
+}
+
+/// Create a nodepool in this cluster (like `POST /nodepools` with `cluster_id` from the path).
+#[utoipa::path(post, path = "/api/v1/clusters/{id}/nodepools", tag = "nodepools", request_body = CreateNodePoolRequest,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = NodePool, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn create_cluster_nodepool(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let cluster_id = path_id(&id)?;
+    let (request, raw): (CreateNodePoolRequest, _) = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
+    if let Some(sent) = &request.cluster_id
+        && Uuid::try_parse(sent).ok() != Some(cluster_id)
+    {
+        return Err(ApiError::field(
+            "cluster_id",
+            "must match the cluster in the path (or be omitted)",
+        ));
+    }
+    create_nodepool_in(
+        &state,
+        caller.0,
+        &req,
+        cluster_id,
+        request,
+        raw,
+        ApiError::cluster_not_found,
+    )
+    .await
+}

@@ -1,0 +1,359 @@
+//! Route table and the helpers handlers share.
+
+mod clusters;
+mod nodepools;
+mod system;
+
+use actix_cors::Cors;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
+use cls_domain::ErrorCode;
+use cls_domain::parse::{ParseError, parse_value};
+use cls_domain::resource::Labels;
+use cls_domain::status::Phase;
+use cls_storage::ListQuery;
+use serde::de::DeserializeOwned;
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+pub(crate) mod paths {
+    pub(crate) use super::clusters::{
+        __path_create_cluster, __path_create_cluster_nodepool, __path_delete_cluster,
+        __path_get_cluster, __path_list_cluster_nodepools, __path_list_clusters,
+        __path_update_cluster,
+    };
+    pub(crate) use super::nodepools::{
+        __path_create_nodepool, __path_delete_nodepool, __path_get_nodepool, __path_list_nodepools,
+        __path_update_nodepool,
+    };
+    pub(crate) use super::system::{__path_health, __path_healthz, __path_info, __path_readyz};
+}
+
+/// Request bodies above this are refused with 413.
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
+
+pub(crate) fn json_payload_config() -> web::PayloadConfig {
+    web::PayloadConfig::new(MAX_BODY)
+}
+
+/// The public routes. Every known path answers a wrong method with 405 and `Allow`.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    fn not_allowed(allow: &'static str) -> actix_web::Route {
+        web::to(move || async move { Err::<HttpResponse, _>(ApiError::method_not_allowed(allow)) })
+    }
+    cfg.service(
+        web::resource("/api/v1/clusters")
+            .route(web::get().to(clusters::list_clusters))
+            .route(web::post().to(clusters::create_cluster))
+            .default_service(not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/api/v1/clusters/{id}")
+            .route(web::get().to(clusters::get_cluster))
+            .route(web::put().to(clusters::update_cluster))
+            .route(web::delete().to(clusters::delete_cluster))
+            .default_service(not_allowed("GET, PUT, DELETE")),
+    )
+    .service(
+        web::resource("/api/v1/clusters/{id}/nodepools")
+            .route(web::get().to(clusters::list_cluster_nodepools))
+            .route(web::post().to(clusters::create_cluster_nodepool))
+            .default_service(not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/api/v1/nodepools")
+            .route(web::get().to(nodepools::list_nodepools))
+            .route(web::post().to(nodepools::create_nodepool))
+            .default_service(not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/api/v1/nodepools/{id}")
+            .route(web::get().to(nodepools::get_nodepool))
+            .route(web::put().to(nodepools::update_nodepool))
+            .route(web::delete().to(nodepools::delete_nodepool))
+            .default_service(not_allowed("GET, PUT, DELETE")),
+    );
+    for (path, handler) in [
+        ("/health", web::get().to(system::health)),
+        ("/healthz", web::get().to(system::healthz)),
+        ("/readyz", web::get().to(system::readyz)),
+        ("/info", web::get().to(system::info)),
+        ("/openapi.json", web::get().to(crate::openapi::document)),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(handler)
+                .default_service(not_allowed("GET")),
+        );
+    }
+    cfg.service(crate::openapi::swagger_ui());
+    cfg.default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::new(ErrorCode::RouteNotFound, "no such route"))
+    }));
+}
+
+/// The admin port: metrics and probes.
+pub(crate) fn configure_admin(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(system::metrics))
+        .route("/healthz", web::get().to(system::healthz))
+        .route("/readyz", web::get().to(system::readyz));
+}
+
+/// CORS from `CORS_ALLOWED_ORIGINS`: off when empty; `*` allows any origin without
+/// credentials; explicit origins may send credentials. Preflights need no authentication.
+pub(crate) fn cors(origins: &[String]) -> Cors {
+    let methods = ["GET", "POST", "PUT", "DELETE", "OPTIONS"];
+    let exposed = [
+        header::ETAG,
+        header::LOCATION,
+        header::HeaderName::from_static(crate::request_id::HEADER),
+    ];
+    let base = Cors::default()
+        .allowed_methods(methods)
+        .allow_any_header()
+        .expose_headers(exposed)
+        .max_age(3600);
+    match origins {
+        [] => Cors::default(),
+        [any] if any == "*" => base.allow_any_origin().send_wildcard(),
+        explicit => explicit
+            .iter()
+            .fold(base.supports_credentials(), |cors, origin| {
+                cors.allowed_origin(origin)
+            }),
+    }
+}
+
+/// Requires a JSON content type and parses the body into `T`, reporting unknown fields and
+/// shape errors with their paths. Top-level `dropped` keys are ignored.
+pub(crate) fn json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+    dropped: &[&str],
+) -> Result<(T, serde_json::Value), ApiError> {
+    let content_type = req.content_type();
+    if content_type != "application/json" && !content_type.ends_with("+json") {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Content-Type must be application/json",
+        ));
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let original = value.clone();
+    let parsed = parse_value(&mut value, dropped).map_err(|e| match e {
+        ParseError::Syntax(message) => ApiError::new(ErrorCode::InvalidJson, message),
+        ParseError::Shape(errors) => ApiError::validation(errors),
+    })?;
+    Ok((parsed, original))
+}
+
+/// A path id: a UUID in its canonical 36-character form (either case).
+pub(crate) fn path_id(raw: &str) -> Result<Uuid, ApiError> {
+    match Uuid::try_parse(raw) {
+        Ok(id) if raw.len() == 36 => Ok(id),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidId,
+            format!("'{raw}' is not a valid UUID"),
+        )),
+    }
+}
+
+/// The strong ETag of a resource version.
+pub(crate) fn etag(resource_version: &str) -> String {
+    format!("\"{resource_version}\"")
+}
+
+/// Evaluates `If-Match` against the stored version (412 on mismatch). `*` matches any
+/// existing resource; weak tags never match (strong comparison).
+pub(crate) fn check_if_match(
+    if_match: Option<&str>,
+    resource_version: &str,
+) -> Result<(), ApiError> {
+    let Some(value) = if_match else { return Ok(()) };
+    let matches = value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == etag(resource_version));
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::from(
+            cls_storage::StorageError::PreconditionFailed,
+        ))
+    }
+}
+
+/// The raw `If-Match` header (an unreadable one matches nothing).
+pub(crate) fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned())
+}
+
+/// `Idempotency-Key`, if sent: 1–255 visible ASCII characters.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key)
+            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1-255 visible ASCII characters",
+        )),
+    }
+}
+
+/// A hash identifying a request for idempotency: the route and the canonical JSON body.
+pub(crate) fn request_hash(scope: &str, body: &serde_json::Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(scope.as_bytes());
+    hasher.update([0]);
+    hasher.update(body.to_string().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Query parameters, each allowed name at most once.
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub(crate) fn parse(req: &HttpRequest, allowed: &[&str]) -> Result<Query, ApiError> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("malformed query string: {e}"),
+                )
+            })?
+            .into_inner();
+        for (name, _) in &pairs {
+            if !allowed.contains(&name.as_str()) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!(
+                        "unknown query parameter '{name}' (allowed: {})",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+            if pairs.iter().filter(|(n, _)| n == name).count() > 1 {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("query parameter '{name}' given more than once"),
+                ));
+            }
+        }
+        Ok(Query(pairs))
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `force=true` (only the literal `true`).
+    pub(crate) fn force(&self) -> bool {
+        self.get("force") == Some("true")
+    }
+
+    /// The list parameters shared by clusters and nodepools (SPEC §3.3, §3.4).
+    pub(crate) fn list_query(&self) -> Result<ListQuery, ApiError> {
+        let bad = |message: String| ApiError::new(ErrorCode::InvalidQuery, message);
+        let limit = match self.get("limit") {
+            None => 50,
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if n >= 1 => n.min(100),
+                _ => {
+                    return Err(bad(format!(
+                        "limit must be an integer from 1 to 100 (got '{raw}')"
+                    )));
+                }
+            },
+        };
+        let offset = match self.get("offset") {
+            None => 0,
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if n >= 0 => n,
+                _ => {
+                    return Err(bad(format!(
+                        "offset must be a non-negative integer (got '{raw}')"
+                    )));
+                }
+            },
+        };
+        let phase = match self.get("status") {
+            None | Some("") => None,
+            Some(raw) => Some(Phase::parse(raw).ok_or_else(|| {
+                bad(format!(
+                    "status must be one of Pending, Progressing, Ready, Failed (got '{raw}')"
+                ))
+            })?),
+        };
+        let mut labels = Labels::new();
+        for pair in self
+            .get("labels")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|p| !p.is_empty())
+        {
+            match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    labels.insert(k.trim().to_owned(), v.trim().to_owned());
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "labels must be k=v pairs separated by commas (got '{pair}')"
+                    )));
+                }
+            }
+        }
+        let include_deleted = match self.get("include_deleted") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(raw) => {
+                return Err(bad(format!(
+                    "include_deleted must be true or false (got '{raw}')"
+                )));
+            }
+        };
+        Ok(ListQuery {
+            phase,
+            labels,
+            name: self
+                .get("name")
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
+            include_deleted,
+            limit,
+            offset,
+        })
+    }
+}
+
+/// A JSON response with a strong ETag.
+pub(crate) fn with_etag(
+    mut response: actix_web::HttpResponseBuilder,
+    resource_version: &str,
+    body: &impl serde::Serialize,
+) -> HttpResponse {
+    response
+        .insert_header((header::ETAG, etag(resource_version)))
+        .json(body)
+}

@@ -1,0 +1,337 @@
+//! `/api/v1/nodepools…` handlers.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use cls_domain::ErrorCode;
+use cls_domain::FieldError;
+use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
+use cls_domain::identity::Caller;
+use cls_domain::resource::{
+    CreateNodePoolRequest, NodePool, SERVER_OWNED_FIELDS, UpdateNodePoolRequest,
+};
+use cls_domain::validate::{NodePoolIdentity, validate_nodepool_create, validate_nodepool_update};
+use cls_storage::idempotency::{self, Claim, KeyedRequest, StoredResponse};
+use cls_storage::{clusters, nodepools, outbox};
+use diesel_async::AsyncConnection as _;
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::clusters::{LIST_PARAMS, created, key_reused};
+use super::{
+    Query, check_if_match, idempotency_key, if_match, json_body, path_id, request_hash, with_etag,
+};
+use crate::AppState;
+use crate::auth::Authenticated;
+use crate::error::{ApiError, Problem};
+
+/// `GET /api/v1/nodepools` response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct NodePoolList {
+    pub(crate) nodepools: Vec<NodePool>,
+    pub(crate) total: i64,
+    pub(crate) limit: i64,
+    pub(crate) offset: i64,
+}
+
+/// `DELETE /api/v1/nodepools/{id}` response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DeleteNodePoolResponse {
+    pub(crate) message: &'static str,
+    pub(crate) nodepool_id: Uuid,
+}
+
+/// The lifecycle event of a nodepool change.
+pub(crate) fn nodepool_event(
+    nodepool: &NodePool,
+    action: LifecycleAction,
+    now: OffsetDateTime,
+) -> Envelope {
+    LifecycleEvent {
+        id: Uuid::now_v7(),
+        resource: ResourceRef::NodePool {
+            cluster_id: nodepool.cluster_id,
+            nodepool_id: nodepool.id,
+        },
+        action,
+        generation: nodepool.generation,
+        timestamp: now,
+        traceparent: None,
+    }
+    .envelope()
+}
+
+/// List nodepools the caller may see, newest first.
+#[utoipa::path(get, path = "/api/v1/nodepools", tag = "nodepools",
+    params(("clusterId" = Option<Uuid>, Query, description = "only this cluster's nodepools"),
+        ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query), ("status" = Option<String>, Query),
+        ("labels" = Option<String>, Query), ("name" = Option<String>, Query), ("include_deleted" = Option<bool>, Query)),
+    responses((status = 200, body = NodePoolList), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub(crate) async fn list_nodepools(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let mut allowed = LIST_PARAMS.to_vec();
+    allowed.push("clusterId");
+    let params = Query::parse(&req, &allowed)?;
+    let query = params.list_query()?;
+    let cluster_id = match params.get("clusterId") {
+        None | Some("") => None,
+        Some(raw) => Some(Uuid::try_parse(raw).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("clusterId must be a UUID (got '{raw}')"),
+            )
+        })?),
+    };
+    let mut conn = state.pool.get().await?;
+    let page = nodepools::list(&mut conn, &caller.0, cluster_id, &query).await?;
+    Ok(HttpResponse::Ok().json(NodePoolList {
+        nodepools: page.items,
+        total: page.total,
+        limit: query.limit,
+        offset: query.offset,
+    }))
+}
+
+/// Create a nodepool; emits `nodepool.created`. A missing `release.version` inherits the
+/// cluster's. Supports `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/nodepools", tag = "nodepools", request_body = CreateNodePoolRequest,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = NodePool, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn create_nodepool(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (request, raw): (CreateNodePoolRequest, _) = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
+    let cluster_id = match request.cluster_id.as_deref().map(Uuid::try_parse) {
+        Some(Ok(id)) => id,
+        problem => {
+            let message = if problem.is_none() {
+                "is required"
+            } else {
+                "must be a UUID"
+            };
+            let mut errors = vec![FieldError::new("cluster_id", message)];
+            if let Err(more) = validate_nodepool_create(request, None) {
+                errors.extend(more);
+            }
+            return Err(ApiError::validation(errors));
+        }
+    };
+    let not_visible = || {
+        ApiError::new(
+            ErrorCode::InvalidClusterId,
+            "cluster_id does not name a cluster you can add nodepools to",
+        )
+    };
+    create_nodepool_in(
+        &state,
+        caller.0,
+        &req,
+        cluster_id,
+        request,
+        raw,
+        not_visible,
+    )
+    .await
+}
+
+/// Creates a nodepool under `cluster_id` (both POST routes). `not_visible` is the error when
+/// the caller cannot see that live cluster.
+pub(crate) async fn create_nodepool_in(
+    state: &AppState,
+    caller: Caller,
+    req: &HttpRequest,
+    cluster_id: Uuid,
+    request: CreateNodePoolRequest,
+    raw: serde_json::Value,
+    not_visible: fn() -> ApiError,
+) -> Result<HttpResponse, ApiError> {
+    // Report every field problem before touching the database.
+    validate_nodepool_create(request.clone(), None).map_err(ApiError::validation)?;
+    let key = idempotency_key(req.headers())?;
+    let scope = format!("POST {}", req.path());
+    let hash = request_hash(&scope, &raw);
+    let now = OffsetDateTime::now_utc();
+    let mut conn = state.pool.get().await?;
+    let response = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            if let Some(key) = &key {
+                let keyed = KeyedRequest {
+                    caller: caller.email(),
+                    key,
+                    scope: &scope,
+                    hash: &hash,
+                };
+                match idempotency::claim(conn, keyed, now, state.idempotency_ttl).await? {
+                    Claim::New => {}
+                    Claim::Replay(stored) => return Ok(stored),
+                    Claim::Mismatch => return Err(key_reused()),
+                }
+            }
+            let cluster = clusters::lock_live(conn, &caller, cluster_id)
+                .await
+                .map_err(|e| match e {
+                    cls_storage::StorageError::NotFound => not_visible(),
+                    other => ApiError::from(other),
+                })?;
+            let new = validate_nodepool_create(request, cluster.spec.release_version())
+                .map_err(ApiError::validation)?;
+            let nodepool =
+                nodepools::create(conn, &cluster, caller.email(), &new, Uuid::now_v7(), now)
+                    .await?;
+            outbox::insert(
+                conn,
+                &[nodepool_event(&nodepool, LifecycleAction::Created, now)],
+            )
+            .await?;
+            let stored = StoredResponse {
+                status: 201,
+                body: serde_json::to_value(&nodepool).map_err(|_| ApiError::internal())?,
+                resource_id: Some(nodepool.id),
+            };
+            if let Some(key) = &key {
+                idempotency::complete(conn, caller.email(), key, &stored).await?;
+            }
+            Ok(stored)
+        })
+        .await?;
+    Ok(created("/api/v1/nodepools", &response))
+}
+
+/// Get a nodepool (with its aggregated status) and its `ETag`.
+#[utoipa::path(get, path = "/api/v1/nodepools/{id}", tag = "nodepools", params(("id" = Uuid, Path)),
+    responses((status = 200, body = NodePool, headers(("ETag" = String))), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn get_nodepool(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    let mut conn = state.pool.get().await?;
+    let nodepool = nodepools::get(&mut conn, &caller.0, id)
+        .await?
+        .ok_or_else(ApiError::nodepool_not_found)?;
+    Ok(with_etag(
+        HttpResponse::Ok(),
+        &nodepool.resource_version,
+        &nodepool,
+    ))
+}
+
+/// Replace a nodepool's spec (and optionally labels); emits `nodepool.updated` when the spec
+/// changed.
+#[utoipa::path(put, path = "/api/v1/nodepools/{id}", tag = "nodepools", request_body = UpdateNodePoolRequest,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = NodePool, headers(("ETag" = String))), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 412, body = Problem), (status = 415, body = Problem)))]
+pub(crate) async fn update_nodepool(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    let (request, _): (UpdateNodePoolRequest, _) = json_body(
+        &req,
+        &body,
+        &[
+            "id",
+            "status",
+            "generation",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "deleted_at",
+        ],
+    )?;
+    let if_match = if_match(req.headers());
+    let caller = caller.0;
+    let now = OffsetDateTime::now_utc();
+    let mut conn = state.pool.get().await?;
+    let nodepool = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let stored = nodepools::lock_live(conn, &caller, id)
+                .await
+                .map_err(ApiError::from_nodepool_storage)?;
+            check_if_match(if_match.as_deref(), &stored.resource_version)?;
+            let cluster = clusters::get(conn, &caller, stored.cluster_id)
+                .await?
+                .ok_or_else(ApiError::nodepool_not_found)?;
+            let cluster_id = stored.cluster_id.to_string();
+            let identity = NodePoolIdentity {
+                name: &stored.name,
+                cluster_id: &cluster_id,
+            };
+            let change =
+                validate_nodepool_update(request, identity, cluster.spec.release_version())
+                    .map_err(ApiError::validation)?;
+            let updated = nodepools::update(conn, &caller, id, &change, None, now)
+                .await
+                .map_err(ApiError::from_nodepool_storage)?;
+            if updated.spec_changed {
+                outbox::insert(
+                    conn,
+                    &[nodepool_event(
+                        &updated.resource,
+                        LifecycleAction::Updated,
+                        now,
+                    )],
+                )
+                .await?;
+            }
+            Ok(updated.resource)
+        })
+        .await?;
+    Ok(with_etag(
+        HttpResponse::Ok(),
+        &nodepool.resource_version,
+        &nodepool,
+    ))
+}
+
+/// Soft-delete a nodepool; emits `nodepool.deleted`. `force` is accepted (nodepools have no
+/// phase guard).
+#[utoipa::path(delete, path = "/api/v1/nodepools/{id}", tag = "nodepools",
+    params(("id" = Uuid, Path), ("force" = Option<bool>, Query)),
+    responses((status = 202, body = DeleteNodePoolResponse), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn delete_nodepool(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    Query::parse(&req, &["force"])?;
+    let caller = caller.0;
+    let now = OffsetDateTime::now_utc();
+    let mut conn = state.pool.get().await?;
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        nodepools::lock_live(conn, &caller, id)
+            .await
+            .map_err(ApiError::from_nodepool_storage)?;
+        let deleted = nodepools::mark_deleted(conn, id, now)
+            .await
+            .map_err(ApiError::from_nodepool_storage)?;
+        outbox::insert(
+            conn,
+            &[nodepool_event(&deleted, LifecycleAction::Deleted, now)],
+        )
+        .await?;
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::Accepted().json(DeleteNodePoolResponse {
+        message: "nodepool deletion initiated",
+        nodepool_id: id,
+    }))
+}

@@ -1,0 +1,206 @@
+//! The in-process gateway over real HTTP on an ephemeral port, with its own database.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by panicking")]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use api_gateway::{AppState, Config};
+use cls_test_support::TestDb;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const ALICE: &str = "alice@example.com";
+pub const BOB: &str = "bob@example.com";
+pub const CONTROLLER: &str = "controller@system.local";
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub base: String,
+    pub admin: String,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(vars: &[(&str, &str)]) -> TestApp {
+        let db = TestDb::new().await;
+        let mut env: HashMap<String, String> = HashMap::from([
+            ("DATABASE_URL".to_owned(), db.url().to_owned()),
+            ("HTTP_WORKERS".to_owned(), "2".to_owned()),
+            ("DATABASE_MAX_CONNECTIONS".to_owned(), "30".to_owned()),
+            ("DEFAULT_CLUSTER_VERSION".to_owned(), "4.16.0".to_owned()),
+        ]);
+        for (k, v) in vars {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = Config::from_vars(&env).unwrap();
+        let state = Arc::new(AppState::build(&config).await.unwrap());
+        let api = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+        let running = api_gateway::start(&config, state, api, admin).unwrap();
+        let base = format!("http://{}", running.api_addr);
+        let admin = format!("http://{}", running.admin_addr);
+        tokio::spawn(running.wait());
+        TestApp {
+            db,
+            base,
+            admin,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request as `who` (`None`: anonymous).
+    pub fn request(&self, method: Method, path: &str, who: Option<&str>) -> RequestBuilder {
+        let builder = self.client.request(method, self.url(path));
+        match who {
+            Some(email) => builder.header("X-User-Email", email),
+            None => builder,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        who: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut builder = self.request(method, path, who);
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        read(builder.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, who: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(who), None).await
+    }
+
+    pub async fn post(&self, path: &str, who: &str, body: &Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(who), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, who: &str, body: &Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(who), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, who: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(who), None).await
+    }
+
+    /// Creates a cluster as `who` and returns it.
+    pub async fn create_cluster(&self, who: &str, name: &str) -> Value {
+        let (status, body) = self.post("/api/v1/clusters", who, &cli_cluster(name)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Creates a nodepool in `cluster_id` as `who` and returns it.
+    pub async fn create_nodepool(&self, who: &str, cluster_id: &str, name: &str) -> Value {
+        let (status, body) = self
+            .post("/api/v1/nodepools", who, &cli_nodepool(cluster_id, name, 3))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Every outbox row, oldest first: (event_type, body, attributes, ordering_key).
+    pub async fn outbox(&self) -> Vec<(String, Value, Value, String)> {
+        let mut conn = self.db.conn().await;
+        cls_storage::outbox::pending(&mut conn, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.event_type, r.body, r.attributes, r.ordering_key))
+            .collect()
+    }
+
+    pub async fn outbox_types(&self) -> Vec<String> {
+        self.outbox().await.into_iter().map(|(t, ..)| t).collect()
+    }
+}
+
+pub async fn read(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+/// Asserts a problem+json error with `code`, and returns its message.
+#[track_caller]
+pub fn assert_problem(
+    status: StatusCode,
+    body: &Value,
+    expected_status: u16,
+    code: &str,
+) -> String {
+    assert_eq!(status.as_u16(), expected_status, "{body}");
+    assert_eq!(body["code"], json!(code), "{body}");
+    assert_eq!(body["status"], json!(expected_status));
+    assert_eq!(body["type"], json!("about:blank"));
+    assert_eq!(body["message"], body["detail"]);
+    assert!(
+        body["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{body}"
+    );
+    body["message"].as_str().unwrap().to_owned()
+}
+
+/// The body a real CLI sends for a cluster: every field, optional ones null.
+pub fn cli_cluster(name: &str) -> Value {
+    json!({
+        "name": name,
+        "description": "made by gcphcp",
+        "target_project_id": "my-project",
+        "labels": {"team": "infra"},
+        "spec": {
+            "infraID": "infra-abc",
+            "issuerURL": "https://storage.googleapis.com/my-issuer",
+            "serviceAccountSigningKey": "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=",
+            "platform": {"type": "GCP", "gcp": {
+                "projectID": "my-project", "region": "us-central1", "network": "vpc", "subnet": "sub",
+                "endpointAccess": null,
+                "workloadIdentity": {"projectNumber": "123456789", "poolID": "pool", "providerID": "oidc",
+                    "serviceAccountsRef": {"nodePoolEmail": "np@p.iam.gserviceaccount.com",
+                        "controlPlaneEmail": "cp@p.iam.gserviceaccount.com",
+                        "cloudControllerEmail": "cc@p.iam.gserviceaccount.com",
+                        "storageEmail": null, "imageRegistryEmail": null, "networkEmail": null}}}},
+            "release": {"image": null, "version": null, "channelGroup": null},
+            "networking": null,
+            "dns": null
+        }
+    })
+}
+
+/// The body a real CLI sends for a nodepool.
+pub fn cli_nodepool(cluster_id: &str, name: &str, replicas: i64) -> Value {
+    json!({
+        "cluster_id": cluster_id,
+        "name": name,
+        "labels": null,
+        "spec": {
+            "replicas": replicas,
+            "platform": {"type": "GCP", "gcp": {"instanceType": "n2-standard-8",
+                "rootVolume": {"size": 128, "type": "pd-balanced"}, "subnet": null,
+                "serviceAccount": null, "labels": null, "taints": null}},
+            "management": {"autoRepair": true, "upgradeType": "Replace", "replace": null},
+            "release": null,
+            "nodeDrainTimeout": null
+        }
+    })
+}
