@@ -8,7 +8,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage as _, web};
+use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
 use futures_util::FutureExt as _;
 
 use crate::error::ApiError;
@@ -57,9 +57,17 @@ pub(crate) async fn edge(
                     .observe(&method, "unknown", status, code, elapsed.as_secs_f64());
             }
             tracing::info!(request_id = %id, http.request.method = %method, http.response.status_code = status, "{method} {status}");
-            return Err(err);
+            return Err(match err.as_error::<ApiError>() {
+                Some(_) => err,
+                None => problem_for(status, Some(err.to_string()))
+                    .with_request_id(&id)
+                    .into(),
+            });
         }
     };
+    if response.status().as_u16() >= 400 && !is_problem(&response) {
+        response = as_problem(response, &id);
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response
             .headers_mut()
@@ -96,4 +104,61 @@ pub(crate) async fn edge(
         "{method} {route} {status}"
     );
     Ok(response)
+}
+
+fn is_problem(response: &ServiceResponse<BoxBody>) -> bool {
+    response
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == crate::error::PROBLEM_JSON.as_bytes())
+}
+
+/// The problem for an error made outside our handlers (actix extractors, CORS): the stable
+/// code for its status, so every failure has the same shape.
+fn problem_for(status: u16, detail: Option<String>) -> ApiError {
+    use cls_domain::ErrorCode;
+    let (code, message) = match status {
+        400 => (
+            ErrorCode::InvalidJson,
+            detail.unwrap_or_else(|| "bad request".to_owned()),
+        ),
+        401 => (
+            ErrorCode::AuthRequired,
+            "authentication required".to_owned(),
+        ),
+        403 => (
+            ErrorCode::Forbidden,
+            detail.unwrap_or_else(|| "forbidden".to_owned()),
+        ),
+        404 => (ErrorCode::RouteNotFound, "no such route".to_owned()),
+        405 => (ErrorCode::MethodNotAllowed, "method not allowed".to_owned()),
+        413 => (
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds {} bytes", crate::routes::MAX_BODY),
+        ),
+        415 => (
+            ErrorCode::UnsupportedMediaType,
+            "unsupported media type".to_owned(),
+        ),
+        429 => (ErrorCode::RateLimited, "too many requests".to_owned()),
+        503 => (ErrorCode::Unavailable, "service unavailable".to_owned()),
+        _ => (ErrorCode::Internal, "internal server error".to_owned()),
+    };
+    ApiError::new(code, message)
+}
+
+/// Replaces a non-problem error response with its problem (see [`problem_for`]).
+fn as_problem(response: ServiceResponse<BoxBody>, id: &str) -> ServiceResponse<BoxBody> {
+    let status = response.status().as_u16();
+    let detail = response.response().error().map(ToString::to_string);
+    let (request, original) = response.into_parts();
+    let mut problem = problem_for(status, detail)
+        .with_request_id(id)
+        .error_response();
+    if let Some(allow) = original.headers().get(actix_web::http::header::ALLOW) {
+        problem
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, allow.clone());
+    }
+    ServiceResponse::new(request, problem)
 }

@@ -1,0 +1,248 @@
+//! Every failure is a problem+json body with a stable code: bad JSON, wrong content type,
+//! oversized bodies, unknown routes and methods, bad ids and queries, validation.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by panicking")]
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_clear_problems() {
+    let app = TestApp::spawn().await;
+
+    // Not JSON at all.
+    let response = app
+        .request(Method::POST, "/api/v1/clusters", Some(ALICE))
+        .header("Content-Type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = read(response).await;
+    assert_problem(status, &body, 400, "INVALID_JSON");
+    assert_eq!(
+        body["request_id"],
+        request_id.as_str(),
+        "the body carries the response's request id"
+    );
+    assert!(
+        body.get("errors").is_none(),
+        "errors only for validation failures"
+    );
+
+    // Wrong content type.
+    let response = app
+        .request(Method::POST, "/api/v1/clusters", Some(ALICE))
+        .header("Content-Type", "text/plain")
+        .body(cli_cluster("c").to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(response).await;
+    assert_problem(status, &body, 415, "UNSUPPORTED_MEDIA_TYPE");
+
+    // Over 1 MiB.
+    let mut huge = cli_cluster("c");
+    huge["description"] = json!("x".repeat(1024 * 1024 + 10));
+    let (status, body) = app.post("/api/v1/clusters", ALICE, &huge).await;
+    assert_problem(status, &body, 413, "PAYLOAD_TOO_LARGE");
+
+    // Unknown fields anywhere, all named, with every other violation.
+    let mut typo = cli_cluster("Bad Name");
+    typo["spec"]["platform"]["gcp"]["regoin"] = json!("x");
+    typo["lables"] = json!({});
+    let (status, body) = app.post("/api/v1/clusters", ALICE, &typo).await;
+    assert_problem(status, &body, 400, "VALIDATION_FAILED");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["lables", "spec.platform.gcp.regoin"]);
+
+    let mut invalid = cli_cluster("Bad Name");
+    invalid["spec"]["infraID"] = json!("abcdefghijklmnop");
+    invalid["spec"]["release"]["channelGroup"] = json!("nightly");
+    let (status, body) = app.post("/api/v1/clusters", ALICE, &invalid).await;
+    assert_problem(status, &body, 400, "VALIDATION_FAILED");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{body}");
+    assert_eq!(
+        errors[1],
+        json!({"field": "spec.infraID", "message": "must be 15 characters or less (got 16)"})
+    );
+
+    // Ids and queries.
+    let (status, body) = app.get("/api/v1/clusters/not-a-uuid", ALICE).await;
+    assert_problem(status, &body, 400, "INVALID_ID");
+    let (status, body) = app
+        .get("/api/v1/nodepools/0196a0f0000070008000000000000001", ALICE)
+        .await;
+    assert_problem(status, &body, 400, "INVALID_ID");
+    for query in [
+        "limit=abc",
+        "limit=-1",
+        "limit=0",
+        "offset=-5",
+        "status=Sleeping",
+        "labels=novalue",
+        "include_deleted=maybe",
+        "bogus=1",
+        "limit=1&limit=2",
+    ] {
+        let (status, body) = app.get(&format!("/api/v1/clusters?{query}"), ALICE).await;
+        let message = assert_problem(status, &body, 400, "INVALID_QUERY");
+        assert!(!message.is_empty());
+    }
+    let (status, body) = app.get("/api/v1/nodepools?clusterId=nope", ALICE).await;
+    assert_problem(status, &body, 400, "INVALID_QUERY");
+
+    // Unknown route and wrong method.
+    let (status, body) = app.get("/api/v1/widgets", ALICE).await;
+    assert_problem(status, &body, 404, "ROUTE_NOT_FOUND");
+    let response = app
+        .request(Method::PATCH, "/api/v1/clusters", Some(ALICE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET, POST");
+    let (status, body) = read(response).await;
+    assert_problem(status, &body, 405, "METHOD_NOT_ALLOWED");
+    let response = app
+        .request(
+            Method::POST,
+            "/api/v1/clusters/0196a0f0-0000-7000-8000-000000000001",
+            Some(ALICE),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET, PUT, DELETE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_or_generated() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .request(Method::GET, "/healthz", None)
+        .header("X-Request-ID", "trace-abc.123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-abc.123");
+    let response = app
+        .request(Method::GET, "/healthz", None)
+        .header("X-Request-ID", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let generated = response.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok());
+    let (status, body) = app.call(Method::GET, "/api/v1/clusters", None, None).await;
+    assert_problem(status, &body, 401, "AUTH_REQUIRED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_guard_and_force() {
+    let app = TestApp::spawn().await;
+    let cluster = app.create_cluster(ALICE, "c1").await;
+    let id = cluster["id"].as_str().unwrap();
+    let uuid = uuid::Uuid::parse_str(id).unwrap();
+    // Put it in Ready as an aggregation would.
+    let mut status: cls_domain::status::Status =
+        serde_json::from_value(cluster["status"].clone()).unwrap();
+    status.phase = cls_domain::status::Phase::Ready;
+    let mut conn = app.db.conn().await;
+    cls_storage::clusters::store_status(&mut conn, uuid, &status, None)
+        .await
+        .unwrap();
+
+    for force in ["", "?force=false", "?force=1", "?force=TRUE"] {
+        let (status, body) = app
+            .delete(&format!("/api/v1/clusters/{id}{force}"), ALICE)
+            .await;
+        let message = assert_problem(status, &body, 409, "CLUSTER_NOT_DELETABLE");
+        assert!(
+            message.contains("Ready") && message.contains("?force=true"),
+            "{message}"
+        );
+    }
+    assert_eq!(app.outbox_types().await, ["cluster.created"]);
+    let (status, _) = app
+        .delete(&format!("/api/v1/clusters/{id}?force=true"), ALICE)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = app
+        .delete(&format!("/api/v1/clusters/{id}?force=true"), ALICE)
+        .await;
+    assert_problem(status, &body, 404, "CLUSTER_NOT_FOUND");
+
+    // Pending clusters (and nodepools) delete without force.
+    let other = app.create_cluster(ALICE, "c2").await;
+    let np = app
+        .create_nodepool(ALICE, other["id"].as_str().unwrap(), "np")
+        .await;
+    let (status, body) = app
+        .delete(
+            &format!("/api/v1/nodepools/{}", np["id"].as_str().unwrap()),
+            ALICE,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        body,
+        json!({"message": "nodepool deletion initiated", "nodepool_id": np["id"]})
+    );
+    let (status, _) = app
+        .delete(
+            &format!("/api/v1/clusters/{}", other["id"].as_str().unwrap()),
+            ALICE,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.outbox_types().await,
+        [
+            "cluster.created",
+            "cluster.deleted",
+            "cluster.created",
+            "nodepool.created",
+            "nodepool.deleted",
+            "cluster.deleted"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_can_be_reused_after_delete_and_conflict_while_live() {
+    let app = TestApp::spawn().await;
+    let first = app.create_cluster(ALICE, "c1").await;
+    let (status, body) = app
+        .post("/api/v1/clusters", ALICE, &cli_cluster("c1"))
+        .await;
+    let message = assert_problem(status, &body, 409, "CLUSTER_NAME_EXISTS");
+    assert_eq!(message, "a cluster named 'c1' already exists");
+    // Another user may use the same name.
+    app.create_cluster(BOB, "c1").await;
+    let id = first["id"].as_str().unwrap();
+    app.create_nodepool(ALICE, id, "np").await;
+    let (status, body) = app
+        .post("/api/v1/nodepools", ALICE, &cli_nodepool(id, "np", 1))
+        .await;
+    assert_problem(status, &body, 409, "NODEPOOL_NAME_EXISTS");
+    app.delete(&format!("/api/v1/clusters/{id}"), ALICE).await;
+    let again = app.create_cluster(ALICE, "c1").await;
+    assert_ne!(again["id"], first["id"]);
+}
