@@ -65,7 +65,14 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     )
     .run()?;
     cmd!(sh, "cargo build --workspace --all-targets --locked").run()?;
-    let tests = cmd!(sh, "cargo nextest run --workspace --locked --profile ci").run();
+    let validator = python_tool(
+        sh,
+        "openapi-spec-validator",
+        "openapi-spec-validator==0.9.0",
+    )?;
+    let tests = cmd!(sh, "cargo nextest run --workspace --locked --profile ci")
+        .env("OPENAPI_SPEC_VALIDATOR", &validator)
+        .run();
     // Leave the machine as we found it: stop the throwaway test cluster if this run started it.
     if !test_pg_was_running && pg::is_running(&test_pg) {
         pg::stop(&test_pg)?;
@@ -73,6 +80,24 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     tests?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
+}
+
+/// A command-line tool from PyPI, installed once into `.tools/venv` (git-ignored).
+fn python_tool(sh: &Shell, tool: &str, requirement: &str) -> anyhow::Result<PathBuf> {
+    let venv = project_root().join(".tools/venv");
+    let path = venv.join("bin").join(tool);
+    if !path.exists() {
+        if !venv.join("bin/pip").exists() {
+            cmd!(sh, "python3 -m venv {venv}").run()?;
+        }
+        let pip = venv.join("bin/pip");
+        cmd!(
+            sh,
+            "{pip} install --quiet --disable-pip-version-check {requirement}"
+        )
+        .run()?;
+    }
+    Ok(path)
 }
 
 fn database_url(sh: &Shell) -> anyhow::Result<String> {

@@ -205,13 +205,11 @@ impl JwtVerifier {
     async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
         let keys = self.keys.read().await;
         let usable = |jwk: &&jsonwebtoken::jwk::Jwk| {
-            let family_ok = match (&jwk.algorithm, alg) {
-                (jsonwebtoken::jwk::AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
-                (jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_), Algorithm::ES256) => {
-                    true
-                }
-                _ => false,
-            };
+            let family_ok = matches!(
+                (&jwk.algorithm, alg),
+                (jsonwebtoken::jwk::AlgorithmParameters::RSA(_), Algorithm::RS256)
+                    | (jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_), Algorithm::ES256)
+            );
             let alg_ok = jwk
                 .common
                 .key_algorithm

@@ -9,7 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
-mod middleware;
+pub mod middleware;
 pub mod openapi;
 pub mod request_id;
 mod routes;

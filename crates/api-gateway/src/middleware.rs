@@ -14,7 +14,8 @@ use futures_util::FutureExt as _;
 use crate::error::ApiError;
 use crate::{AppState, request_id};
 
-pub(crate) async fn edge(
+/// The edge middleware (public so tests can wrap their own routes with it).
+pub async fn edge(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {

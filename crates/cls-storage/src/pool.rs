@@ -20,7 +20,7 @@ pub fn pool(database_url: &str, max_connections: u32) -> PgPool {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
     Pool::builder()
         .max_size(max_connections)
-        .connection_timeout(std::time::Duration::from_secs(5))
+        .connection_timeout(std::time::Duration::from_secs(3))
         .test_on_check_out(true)
         .build_unchecked(manager)
 }

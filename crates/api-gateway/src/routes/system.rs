@@ -33,7 +33,7 @@ pub(crate) struct ProbeStatus {
 }
 
 /// Liveness, in the original service's shape.
-#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, description = "OK", body = Health)))]
 pub(crate) async fn health() -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "healthy",
@@ -43,14 +43,14 @@ pub(crate) async fn health() -> HttpResponse {
 }
 
 /// Liveness: the process serves requests.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = ProbeStatus)))]
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "OK", body = ProbeStatus)))]
 pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(ProbeStatus { status: "ok" })
 }
 
 /// Readiness: Postgres answers.
 #[utoipa::path(get, path = "/readyz", tag = "system",
-    responses((status = 200, body = ProbeStatus), (status = 503, body = Problem)))]
+    responses((status = 200, description = "OK", body = ProbeStatus), (status = 503, description = "A dependency is unavailable; retry later", body = Problem)))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let check = async {
         let mut conn = state.pool.get().await.ok()?;
@@ -63,7 +63,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, A
 }
 
 /// Build information.
-#[utoipa::path(get, path = "/info", tag = "system", responses((status = 200, body = Info)))]
+#[utoipa::path(get, path = "/info", tag = "system", responses((status = 200, description = "OK", body = Info)))]
 pub(crate) async fn info() -> HttpResponse {
     HttpResponse::Ok().json(Info {
         service: "api-gateway",

@@ -1,0 +1,269 @@
+//! Concurrent writers, idempotent retries, pagination and ordering.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by panicking")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_puts_with_the_same_if_match_one_wins() {
+    let app = Arc::new(TestApp::spawn().await);
+    let cluster = app.create_cluster(ALICE, "c1").await;
+    let id = cluster["id"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for i in 0..2 {
+        let app = app.clone();
+        let (id, mut spec) = (id.clone(), cluster["spec"].clone());
+        spec["infraID"] = json!(format!("racer-{i}"));
+        tasks.push(tokio::spawn(async move {
+            let response = app
+                .request(Method::PUT, &format!("/api/v1/clusters/{id}"), Some(ALICE))
+                .header("If-Match", "\"1\"")
+                .json(&json!({"spec": spec}))
+                .send()
+                .await
+                .unwrap();
+            read(response).await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        if status == StatusCode::PRECONDITION_FAILED {
+            assert_problem(status, &body, 412, "PRECONDITION_FAILED");
+        }
+        statuses.push(status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 412]);
+    assert_eq!(
+        app.outbox_types().await,
+        ["cluster.created", "cluster.updated"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_puts_leave_no_gap_or_duplicate() {
+    let app = Arc::new(TestApp::spawn().await);
+    let cluster = app.create_cluster(ALICE, "c1").await;
+    let id = cluster["id"].as_str().unwrap().to_owned();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let app = app.clone();
+            let (id, mut spec) = (id.clone(), cluster["spec"].clone());
+            spec["infraID"] = json!(format!("w-{i}"));
+            tokio::spawn(async move {
+                app.put(
+                    &format!("/api/v1/clusters/{id}"),
+                    ALICE,
+                    &json!({"spec": spec}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut generations = BTreeSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(generations.insert(body["generation"].as_i64().unwrap()));
+    }
+    assert_eq!(generations, (2..=21).collect::<BTreeSet<i64>>());
+    let outbox = app.outbox().await;
+    let event_generations: Vec<i64> = outbox
+        .iter()
+        .skip(1)
+        .map(|(_, body, ..)| body["generation"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        event_generations,
+        (2..=21).collect::<Vec<i64>>(),
+        "one event per generation, in commit order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_with_one_name_make_one_cluster() {
+    let app = Arc::new(TestApp::spawn().await);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.post("/api/v1/clusters", ALICE, &cli_cluster("same"))
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status.as_u16() {
+            201 => created += 1,
+            _ => {
+                assert_problem(status, &body, 409, "CLUSTER_NAME_EXISTS");
+            }
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(app.outbox_types().await, ["cluster.created"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_retries_make_one_resource_and_one_event() {
+    let app = Arc::new(TestApp::spawn().await);
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let response = app
+                    .request(Method::POST, "/api/v1/clusters", Some(ALICE))
+                    .header("Idempotency-Key", "retry-42")
+                    .json(&cli_cluster("idem"))
+                    .send()
+                    .await
+                    .unwrap();
+                let location = response.headers()["location"].to_str().unwrap().to_owned();
+                let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+                let (status, body) = read(response).await;
+                (status, location, etag, body)
+            })
+        })
+        .collect();
+    let mut responses = Vec::new();
+    for task in tasks {
+        responses.push(task.await.unwrap());
+    }
+    for response in &responses {
+        assert_eq!(response.0, StatusCode::CREATED);
+        assert_eq!(response, &responses[0], "identical responses");
+    }
+    assert_eq!(app.outbox_types().await, ["cluster.created"]);
+    let (_, list) = app.get("/api/v1/clusters", ALICE).await;
+    assert_eq!(list["total"], 1);
+
+    // Same key, different body: 422. Same key, other caller: a separate scope.
+    let (status, body) = app
+        .read_with_key("/api/v1/clusters", ALICE, "retry-42", &cli_cluster("other"))
+        .await;
+    assert_problem(status, &body, 422, "IDEMPOTENCY_KEY_REUSED");
+    let (status, body) = app
+        .read_with_key("/api/v1/clusters", BOB, "retry-42", &cli_cluster("idem"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body["created_by"], BOB);
+    // Nodepools too.
+    let cluster_id = responses[0].3["id"].as_str().unwrap();
+    let first = app
+        .read_with_key(
+            "/api/v1/nodepools",
+            ALICE,
+            "np-1",
+            &cli_nodepool(cluster_id, "np", 2),
+        )
+        .await;
+    let second = app
+        .read_with_key(
+            "/api/v1/nodepools",
+            ALICE,
+            "np-1",
+            &cli_nodepool(cluster_id, "np", 2),
+        )
+        .await;
+    assert_eq!(first.0, StatusCode::CREATED);
+    assert_eq!(first, second);
+    assert_eq!(
+        app.outbox_types().await,
+        ["cluster.created", "cluster.created", "nodepool.created"]
+    );
+    // A bad key is refused.
+    let (status, body) = app
+        .read_with_key("/api/v1/clusters", ALICE, "", &cli_cluster("k"))
+        .await;
+    assert_problem(status, &body, 400, "VALIDATION_FAILED");
+}
+
+trait KeyedPost {
+    async fn read_with_key(
+        &self,
+        path: &str,
+        who: &str,
+        key: &str,
+        body: &Value,
+    ) -> (StatusCode, Value);
+}
+
+impl KeyedPost for TestApp {
+    async fn read_with_key(
+        &self,
+        path: &str,
+        who: &str,
+        key: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        read(
+            self.request(Method::POST, path, Some(who))
+                .header("Idempotency-Key", key)
+                .json(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_clamps_orders_and_filters() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut body = cli_cluster(&format!("c{i}"));
+        body["labels"] =
+            json!({"parity": if i % 2 == 0 { "even" } else { "odd" }, "team": "infra"});
+        let (_, cluster) = app.post("/api/v1/clusters", ALICE, &body).await;
+        ids.push(cluster["id"].as_str().unwrap().to_owned());
+    }
+    ids.reverse();
+    let page = |body: &Value| {
+        body["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (_, all) = app.get("/api/v1/clusters", ALICE).await;
+    assert_eq!(page(&all), ids, "newest first");
+    let (_, second) = app.get("/api/v1/clusters?limit=3&offset=3", ALICE).await;
+    assert_eq!(
+        (
+            page(&second),
+            second["total"].clone(),
+            second["limit"].clone(),
+            second["offset"].clone()
+        ),
+        (ids[3..6].to_vec(), json!(7), json!(3), json!(3))
+    );
+    let (_, clamped) = app.get("/api/v1/clusters?limit=1000", ALICE).await;
+    assert_eq!(clamped["limit"], 100);
+    let (_, even) = app
+        .get("/api/v1/clusters?labels=parity=even,team=infra", ALICE)
+        .await;
+    assert_eq!(even["total"], 4);
+    let (_, named) = app.get("/api/v1/clusters?name=c3", ALICE).await;
+    assert_eq!(named["clusters"][0]["name"], "c3");
+    let (_, pending) = app.get("/api/v1/clusters?status=Pending", ALICE).await;
+    assert_eq!(pending["total"], 7);
+    let (_, ready) = app.get("/api/v1/clusters?status=Ready", ALICE).await;
+    assert_eq!(
+        (ready["total"].clone(), ready["clusters"].clone()),
+        (json!(0), json!([])),
+        "empty lists are []"
+    );
+}

@@ -1,0 +1,341 @@
+//! Health, readiness, info, metrics, the OpenAPI document and Swagger UI, CORS, panics, and
+//! behaviour while Postgres is unreachable.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by panicking")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use actix_web::middleware::from_fn;
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_info() {
+    let app = TestApp::spawn().await;
+    let (status, health) = app.call(Method::GET, "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (health["status"].clone(), health["service"].clone()),
+        (json!("healthy"), json!("cls-backend"))
+    );
+    assert!(
+        time::OffsetDateTime::parse(
+            health["timestamp"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        app.call(Method::GET, "/healthz", None, None).await.0,
+        StatusCode::OK
+    );
+    let (status, ready) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (status, ready),
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+    let (_, info) = app.call(Method::GET, "/info", None, None).await;
+    assert_eq!(info["service"], "api-gateway");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!info["git_sha"].as_str().unwrap().is_empty());
+    assert!(
+        time::OffsetDateTime::parse(
+            info["build_time"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339
+        )
+        .is_ok()
+    );
+    // The admin port has probes too.
+    let admin = app
+        .client
+        .get(format!("{}/readyz", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), StatusCode::OK);
+}
+
+fn looks_like_uuid(s: &str) -> bool {
+    s.split(|c: char| !c.is_ascii_hexdigit() && c != '-')
+        .any(|w| uuid::Uuid::try_parse(w).is_ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_have_per_route_series_with_bounded_labels() {
+    let app = TestApp::spawn().await;
+    let cluster = app.create_cluster(ALICE, "c1").await;
+    let id = cluster["id"].as_str().unwrap();
+    app.get(&format!("/api/v1/clusters/{id}"), ALICE).await;
+    app.get(&format!("/api/v1/clusters/{}", uuid::Uuid::new_v4()), ALICE)
+        .await;
+    app.get("/api/v1/no-such-thing/123", ALICE).await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"http_requests_total{method="POST",route="/api/v1/clusters",status="201"} 1"#,
+        r#"http_requests_total{method="GET",route="/api/v1/clusters/{id}",status="200"} 1"#,
+        r#"http_requests_total{method="GET",route="/api/v1/clusters/{id}",status="404"} 1"#,
+        r#"http_request_errors_total{code="CLUSTER_NOT_FOUND",method="GET",route="/api/v1/clusters/{id}"} 1"#,
+        r#"http_request_errors_total{code="ROUTE_NOT_FOUND",method="GET",route="unmatched"} 1"#,
+        r#"http_request_duration_seconds_bucket{method="GET",route="/api/v1/clusters/{id}",le="+Inf"} 2"#,
+        "db_pool_connections ",
+        "db_pool_idle_connections ",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let labels = line
+            .split_once('{')
+            .map_or("", |(_, rest)| rest.split_once('}').map_or("", |(l, _)| l));
+        assert!(!looks_like_uuid(labels), "unbounded label value in {line}");
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "not Prometheus text: {line}");
+    }
+}
+
+/// `openapi-spec-validator`: from `OPENAPI_SPEC_VALIDATOR`, `.tools/venv` (installed by
+/// `cargo xtask ci`), or `PATH`.
+fn spec_validator() -> PathBuf {
+    if let Some(path) = std::env::var_os("OPENAPI_SPEC_VALIDATOR") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools/venv/bin/openapi-spec-validator");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("openapi-spec-validator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_is_valid_and_complete() {
+    let app = TestApp::spawn().await;
+    let (status, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for path in [
+        "/api/v1/clusters",
+        "/api/v1/clusters/{id}",
+        "/api/v1/clusters/{id}/nodepools",
+        "/api/v1/nodepools",
+        "/api/v1/nodepools/{id}",
+        "/health",
+        "/healthz",
+        "/readyz",
+        "/info",
+    ] {
+        assert!(paths.contains(&path), "{path} missing from {paths:?}");
+    }
+    let schemas = &doc["components"]["schemas"];
+    for schema in [
+        "Cluster",
+        "NodePool",
+        "ClusterSpec",
+        "NodePoolSpec",
+        "Status",
+        "Condition",
+        "Problem",
+        "ClusterList",
+    ] {
+        assert!(schemas.get(schema).is_some(), "schema {schema} missing");
+    }
+    assert_eq!(
+        schemas["ClusterSpec"]["properties"]["infraID"]["type"],
+        json!(["string", "null"])
+    );
+    assert!(
+        schemas["Problem"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("code"))
+    );
+
+    let file = std::env::temp_dir().join(format!("cls-openapi-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let validator = spec_validator();
+    let output = Command::new(&validator).arg(&file).output().unwrap_or_else(|e| {
+        panic!("cannot run {} ({e}); run `cargo xtask ci` (it installs it into .tools/venv) or pip install openapi-spec-validator", validator.display())
+    });
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        output.status.success(),
+        "the OpenAPI document is invalid:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Swagger UI reads it.
+    let ui = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(ui.status(), StatusCode::OK);
+    assert!(ui.text().await.unwrap().to_lowercase().contains("swagger"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_configured_origins_without_auth_on_preflight() {
+    let app = TestApp::spawn_with(&[("CORS_ALLOWED_ORIGINS", "https://console.example.com")]).await;
+    let preflight = app
+        .request(Method::OPTIONS, "/api/v1/clusters", None)
+        .header("Origin", "https://console.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "content-type,x-user-email",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::OK);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://console.example.com"
+    );
+    assert_eq!(
+        preflight.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let denied = app
+        .request(Method::OPTIONS, "/api/v1/clusters", None)
+        .header("Origin", "https://evil.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        denied
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    let actual = app
+        .request(Method::GET, "/api/v1/clusters", Some(ALICE))
+        .header("Origin", "https://console.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        actual.headers()["access-control-allow-origin"],
+        "https://console.example.com"
+    );
+    assert!(
+        actual.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("etag")
+    );
+
+    let any = TestApp::spawn_with(&[("CORS_ALLOWED_ORIGINS", "*")]).await;
+    let response = any
+        .request(Method::GET, "/healthz", None)
+        .header("Origin", "https://x.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-credentials")
+            .is_none(),
+        "no wildcard with credentials"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = actix_web::HttpServer::new(|| {
+        actix_web::App::new()
+            .wrap(from_fn(api_gateway::middleware::edge))
+            .route(
+                "/boom",
+                actix_web::web::get().to(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("handler bug");
+                    }
+                    actix_web::HttpResponse::Ok().finish()
+                }),
+            )
+            .route(
+                "/ok",
+                actix_web::web::get().to(|| async { actix_web::HttpResponse::Ok().body("fine") }),
+            )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let response = client
+            .get(format!("{base}/boom"))
+            .header("X-Request-ID", "panic-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-request-id"], "panic-1");
+        let (status, body) = read(response).await;
+        assert_problem(status, &body, 500, "INTERNAL");
+        assert_eq!(body["request_id"], "panic-1");
+        assert_eq!(
+            body["message"], "internal server error",
+            "nothing internal leaks"
+        );
+        let ok = client.get(format!("{base}/ok")).send().await.unwrap();
+        assert_eq!(ok.text().await.unwrap(), "fine");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_means_503_and_not_ready() {
+    let port = cls_test_support::free_port().unwrap();
+    let app = TestApp::spawn_with(&[(
+        "DATABASE_URL",
+        &format!("postgres://postgres@127.0.0.1:{port}/nothing"),
+    )])
+    .await;
+    assert_eq!(
+        app.call(Method::GET, "/healthz", None, None).await.0,
+        StatusCode::OK,
+        "alive"
+    );
+    let response = app
+        .request(Method::GET, "/readyz", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = read(response).await;
+    assert_problem(status, &body, 503, "UNAVAILABLE");
+    let started = std::time::Instant::now();
+    let (status, body) = app.get("/api/v1/clusters", ALICE).await;
+    assert_problem(status, &body, 503, "UNAVAILABLE");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answers promptly"
+    );
+    let value: Value = body;
+    assert!(
+        !value["message"].as_str().unwrap().contains("127.0.0.1"),
+        "no internals leaked"
+    );
+}
