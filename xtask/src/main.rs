@@ -7,7 +7,9 @@
 //!   `cls` database and apply the migrations; prints the `DATABASE_URL` to use.
 //! - `db reset`: revert every migration and apply them again.
 //! - `db stop`: stop the local Postgres started by `db`.
+//! - `bench`: performance against same-run baselines, written to `docs/benchmarks.md`.
 
+mod bench;
 mod pg;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <ci | db [migrate|reset|stop]>";
+const USAGE: &str = "usage: cargo xtask <ci | bench | db [migrate|reset|stop]>";
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +39,7 @@ fn run() -> anyhow::Result<()> {
         ["ci"] => ci(&sh),
         ["db"] | ["db", "migrate"] => db_migrate(&sh),
         ["db", "reset"] => db_reset(&sh),
+        ["bench"] => bench::bench(&sh),
         ["db", "stop"] => pg::stop(&pg::dev_dir()),
         ["help" | "--help" | "-h"] => {
             eprintln!("{USAGE}");

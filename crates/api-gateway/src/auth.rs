@@ -207,8 +207,13 @@ impl JwtVerifier {
         let usable = |jwk: &&jsonwebtoken::jwk::Jwk| {
             let family_ok = matches!(
                 (&jwk.algorithm, alg),
-                (jsonwebtoken::jwk::AlgorithmParameters::RSA(_), Algorithm::RS256)
-                    | (jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_), Algorithm::ES256)
+                (
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_),
+                    Algorithm::RS256
+                ) | (
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_),
+                    Algorithm::ES256
+                )
             );
             let alg_ok = jwk
                 .common

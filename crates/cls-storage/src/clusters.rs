@@ -8,7 +8,7 @@ use cls_domain::validate::{ClusterUpdate, NewCluster};
 use diesel::dsl::count_star;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ pub async fn create(
     now: OffsetDateTime,
 ) -> Result<Cluster, StorageError> {
     let now = truncate_to_micros(now);
-    conn.transaction(async |conn| {
+    atomically!(conn, async |conn| {
         let row = diesel::insert_into(clusters::table)
             .values((
                 clusters::id.eq(id),
@@ -70,7 +70,6 @@ pub async fn create(
             .await?;
         row.into_domain()
     })
-    .await
 }
 
 /// A cluster by id, if the caller may see it (controllers also see deleted clusters).
@@ -79,17 +78,26 @@ pub async fn get(
     caller: &Caller,
     id: Uuid,
 ) -> Result<Option<Cluster>, StorageError> {
-    let mut query = clusters::table.filter(clusters::id.eq(id)).into_boxed();
-    if let Some(owner) = caller.owner_filter() {
-        query = query
-            .filter(clusters::created_by.eq(owner))
-            .filter(clusters::deleted_at.is_null());
+    // Static queries (no boxing) so diesel caches them as prepared statements.
+    let row = match caller.owner_filter() {
+        Some(owner) => {
+            clusters::table
+                .filter(clusters::id.eq(id))
+                .filter(clusters::created_by.eq(owner))
+                .filter(clusters::deleted_at.is_null())
+                .select(ClusterRow::as_select())
+                .first(conn)
+                .await
+        }
+        None => {
+            clusters::table
+                .find(id)
+                .select(ClusterRow::as_select())
+                .first(conn)
+                .await
+        }
     }
-    let row = query
-        .select(ClusterRow::as_select())
-        .first(conn)
-        .await
-        .optional()?;
+    .optional()?;
     row.map(ClusterRow::into_domain).transpose()
 }
 
@@ -192,7 +200,7 @@ pub async fn update(
     now: OffsetDateTime,
 ) -> Result<Updated<Cluster>, StorageError> {
     let now = truncate_to_micros(now);
-    conn.transaction(async |conn| {
+    atomically!(conn, async |conn| {
         let row = lock_live_row(conn, caller, id).await?;
         check_versions(
             row.resource_version,
@@ -238,7 +246,6 @@ pub async fn update(
             changed,
         })
     })
-    .await
 }
 
 /// A soft-deleted cluster and the nodepools deleted with it.
@@ -257,7 +264,7 @@ pub async fn mark_deleted(
     now: OffsetDateTime,
 ) -> Result<DeletedCluster, StorageError> {
     let now = truncate_to_micros(now);
-    conn.transaction(async |conn| {
+    atomically!(conn, async |conn| {
         let cluster = diesel::update(
             clusters::table
                 .filter(clusters::id.eq(id))
@@ -298,7 +305,6 @@ pub async fn mark_deleted(
             nodepools,
         })
     })
-    .await
 }
 
 /// Stores a recomputed aggregated status (and when it must next be rechecked) on a cluster,

@@ -6,6 +6,19 @@
 //! opens its own (nested: a savepoint) transaction. Rows are mapped to `cls-domain` types at
 //! this edge; no diesel type escapes except the connection and pool.
 
+/// Runs a block atomically: directly inside the caller's transaction when there is one (a
+/// savepoint would cost two extra round trips), else in a transaction of its own.
+macro_rules! atomically {
+    ($conn:expr, async |$c:ident| $body:block) => {{
+        if $crate::in_transaction($conn) {
+            let $c = &mut *$conn;
+            $body
+        } else {
+            diesel_async::AsyncConnection::transaction($conn, async |$c| $body).await
+        }
+    }};
+}
+
 pub mod clusters;
 pub mod error;
 pub mod idempotency;
@@ -68,6 +81,14 @@ pub struct Updated<T> {
     pub spec_changed: bool,
     /// Anything was stored (spec, labels or description); `resource_version` moved.
     pub changed: bool,
+}
+
+/// Whether `conn` is inside a transaction.
+pub(crate) fn in_transaction(conn: &mut AsyncPgConnection) -> bool {
+    use diesel_async::TransactionManager as _;
+    diesel_async::AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .is_ok_and(|depth| depth.is_some())
 }
 
 /// A cheap readiness probe: can the database answer at all?

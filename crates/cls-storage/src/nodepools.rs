@@ -8,7 +8,7 @@ use cls_domain::validate::{NewNodePool, NodePoolUpdate};
 use diesel::dsl::count_star;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -32,7 +32,7 @@ pub async fn create(
     now: OffsetDateTime,
 ) -> Result<NodePool, StorageError> {
     let now = truncate_to_micros(now);
-    conn.transaction(async |conn| {
+    atomically!(conn, async |conn| {
         let row = diesel::insert_into(nodepools::table)
             .values((
                 nodepools::id.eq(id),
@@ -71,7 +71,6 @@ pub async fn create(
             .await?;
         row.into_domain()
     })
-    .await
 }
 
 /// A nodepool by id, if the caller may see it (controllers also see deleted nodepools).
@@ -80,21 +79,32 @@ pub async fn get(
     caller: &Caller,
     id: Uuid,
 ) -> Result<Option<NodePool>, StorageError> {
-    let mut query = nodepools::table.filter(nodepools::id.eq(id)).into_boxed();
-    if let Some(owner) = caller.owner_filter() {
-        query = query.filter(nodepools::deleted_at.is_null()).filter(
-            nodepools::cluster_id.eq_any(
-                clusters::table
-                    .filter(clusters::created_by.eq(owner))
-                    .select(clusters::id),
-            ),
-        );
+    // Static queries (no boxing) so diesel caches them as prepared statements.
+    let row = match caller.owner_filter() {
+        Some(owner) => {
+            nodepools::table
+                .filter(nodepools::id.eq(id))
+                .filter(nodepools::deleted_at.is_null())
+                .filter(
+                    nodepools::cluster_id.eq_any(
+                        clusters::table
+                            .filter(clusters::created_by.eq(owner))
+                            .select(clusters::id),
+                    ),
+                )
+                .select(NodePoolRow::as_select())
+                .first(conn)
+                .await
+        }
+        None => {
+            nodepools::table
+                .find(id)
+                .select(NodePoolRow::as_select())
+                .first(conn)
+                .await
+        }
     }
-    let row = query
-        .select(NodePoolRow::as_select())
-        .first(conn)
-        .await
-        .optional()?;
+    .optional()?;
     row.map(NodePoolRow::into_domain).transpose()
 }
 
@@ -207,7 +217,7 @@ pub async fn update(
     now: OffsetDateTime,
 ) -> Result<Updated<NodePool>, StorageError> {
     let now = truncate_to_micros(now);
-    conn.transaction(async |conn| {
+    atomically!(conn, async |conn| {
         let row = lock_live_row(conn, caller, id).await?;
         check_versions(
             row.resource_version,
@@ -250,7 +260,6 @@ pub async fn update(
             changed,
         })
     })
-    .await
 }
 
 /// Soft-deletes a live nodepool and removes its reconcile schedule. The caller checks
@@ -261,7 +270,7 @@ pub async fn mark_deleted(
     now: OffsetDateTime,
 ) -> Result<NodePool, StorageError> {
     let now = truncate_to_micros(now);
-    conn.transaction(async |conn| {
+    atomically!(conn, async |conn| {
         let row = diesel::update(
             nodepools::table
                 .filter(nodepools::id.eq(id))
@@ -285,5 +294,4 @@ pub async fn mark_deleted(
         .await?;
         row.into_domain()
     })
-    .await
 }

@@ -3,8 +3,8 @@
 
 use cls_domain::event::Envelope;
 use diesel::prelude::*;
-use diesel::sql_types::{Integer, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel::sql_types::{Array, Integer, Jsonb, Nullable, SmallInt, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -39,9 +39,9 @@ pub struct OutboxRow {
 /// Inserts events into the outbox. Call it in the transaction of the change that causes them,
 /// so the events commit (or roll back) with the change.
 ///
-/// Before inserting, it takes a transaction-scoped advisory lock per cluster (in id order, so
-/// writers cannot deadlock), so that writers for one cluster commit one after another and
-/// `seq` order is commit order for each cluster.
+/// One statement: it first takes a transaction-scoped advisory lock per cluster (in id order,
+/// so writers cannot deadlock), then inserts the rows, so writers for one cluster commit one
+/// after another and `seq` order is commit order for each cluster.
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     envelopes: &[Envelope],
@@ -49,40 +49,70 @@ pub async fn insert(
     if envelopes.is_empty() {
         return Ok(());
     }
-    let mut cluster_ids: Vec<Uuid> = envelopes.iter().map(|e| e.resource.cluster_id()).collect();
+    let mut cluster_ids: Vec<String> = envelopes
+        .iter()
+        .map(|e| e.resource.cluster_id().to_string())
+        .collect();
     cluster_ids.sort_unstable();
     cluster_ids.dedup();
-    conn.transaction(async |conn| {
-        for cluster_id in &cluster_ids {
-            diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                .bind::<Integer, _>(OUTBOX_LOCK_CLASS)
-                .bind::<Text, _>(cluster_id.to_string())
-                .execute(conn)
-                .await?;
-        }
-        let rows: Vec<_> = envelopes
-            .iter()
-            .map(|e| {
-                (
-                    outbox::id.eq(e.id),
-                    outbox::shard.eq(e.shard),
-                    outbox::cluster_id.eq(e.resource.cluster_id()),
-                    outbox::ordering_key.eq(&e.ordering_key),
-                    outbox::topic.eq(e.topic.as_str()),
-                    outbox::event_type.eq(e.event_type.as_str()),
-                    outbox::body.eq(&e.body),
-                    outbox::attributes.eq(crate::rows::encode(&e.attributes)),
-                    outbox::traceparent.eq(e.traceparent.as_deref()),
-                )
-            })
-            .collect();
-        diesel::insert_into(outbox::table)
-            .values(rows)
+    // The lock sub-select is an init plan, evaluated before the first row (and so before its
+    // `seq`) is produced.
+    let statement = "
+        WITH locks AS (
+            SELECT pg_advisory_xact_lock($1, hashtext(cluster_id))
+              FROM unnest($2::text[]) AS cluster_id ORDER BY cluster_id
+        )
+        INSERT INTO outbox (id, shard, cluster_id, ordering_key, topic, event_type, body, attributes, traceparent)
+        SELECT * FROM unnest($3::uuid[], $4::int2[], $5::uuid[], $6::text[], $7::text[], $8::text[],
+                             $9::jsonb[], $10::jsonb[], $11::text[])
+         WHERE (SELECT count(*) FROM locks) >= 0";
+    atomically!(conn, async |conn| {
+        diesel::sql_query(statement)
+            .bind::<Integer, _>(OUTBOX_LOCK_CLASS)
+            .bind::<Array<Text>, _>(&cluster_ids)
+            .bind::<Array<SqlUuid>, _>(envelopes.iter().map(|e| e.id).collect::<Vec<_>>())
+            .bind::<Array<SmallInt>, _>(envelopes.iter().map(|e| e.shard).collect::<Vec<_>>())
+            .bind::<Array<SqlUuid>, _>(
+                envelopes
+                    .iter()
+                    .map(|e| e.resource.cluster_id())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(
+                envelopes
+                    .iter()
+                    .map(|e| e.ordering_key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(
+                envelopes
+                    .iter()
+                    .map(|e| e.topic.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(
+                envelopes
+                    .iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Jsonb>, _>(envelopes.iter().map(|e| e.body.clone()).collect::<Vec<_>>())
+            .bind::<Array<Jsonb>, _>(
+                envelopes
+                    .iter()
+                    .map(|e| crate::rows::encode(&e.attributes))
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Nullable<Text>>, _>(
+                envelopes
+                    .iter()
+                    .map(|e| e.traceparent.as_deref())
+                    .collect::<Vec<_>>(),
+            )
             .execute(conn)
             .await?;
         Ok(())
     })
-    .await
 }
 
 /// Pending rows in `seq` order (oldest first), at most `limit`.

@@ -1,6 +1,10 @@
 //! The in-process gateway over real HTTP on an ephemeral port, with its own database.
 
-#![allow(dead_code, unreachable_pub, reason = "each test binary uses a different subset of this shared module")]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses a different subset of this shared module"
+)]
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly by panicking")]
 
 use std::collections::HashMap;
