@@ -21,7 +21,7 @@ use crate::routes::paths::*;
         health, healthz, readyz, info,
     ),
     components(schemas(cls_domain::resource::ClusterSpec, cls_domain::resource::NodePoolSpec)),
-    modifiers(&Security),
+    modifiers(&Security, &CommonErrors),
     tags(
         (name = "clusters", description = "Cluster lifecycle"),
         (name = "nodepools", description = "Nodepool lifecycle"),
@@ -52,6 +52,46 @@ impl utoipa::Modify for Security {
                     .build(),
             ),
         );
+    }
+}
+
+/// Declares the failures any operation can answer with: 500 (a bug; nothing internal is
+/// returned) and 503 (a dependency such as Postgres is unavailable; `Retry-After` is set).
+struct CommonErrors;
+
+impl utoipa::Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    crate::error::PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut operation.responses.responses;
+                responses
+                    .entry("500".to_owned())
+                    .or_insert_with(|| problem("Internal error").into());
+                responses.entry("503".to_owned()).or_insert_with(|| {
+                    problem("A dependency is unavailable; retry after Retry-After seconds").into()
+                });
+            }
+        }
     }
 }
 

@@ -339,3 +339,54 @@ async fn postgres_unreachable_means_503_and_not_ready() {
         "no internals leaked"
     );
 }
+
+#[test]
+fn the_response_conformance_check_can_fail() {
+    let rejects = |path: &str, status: u16, content_type: &str, body: Value| {
+        let status = StatusCode::from_u16(status).unwrap();
+        std::panic::catch_unwind(|| conforms(path, status, Some(content_type), &body)).is_err()
+    };
+    let valid_list = json!({"clusters": [], "total": 0, "limit": 50, "offset": 0});
+    assert!(!rejects(
+        "/api/v1/clusters",
+        200,
+        "application/json",
+        valid_list.clone()
+    ));
+    assert!(rejects(
+        "/api/v1/clusters",
+        200,
+        "application/json",
+        json!({"clusters": "nope", "total": 0, "limit": 50, "offset": 0})
+    ));
+    assert!(
+        rejects(
+            "/api/v1/clusters",
+            200,
+            "application/json",
+            json!({"total": 0})
+        ),
+        "missing required fields"
+    );
+    assert!(
+        rejects("/api/v1/clusters", 200, "text/plain", valid_list.clone()),
+        "undeclared media type"
+    );
+    assert!(
+        rejects("/api/v1/clusters", 418, "application/json", valid_list),
+        "undeclared status"
+    );
+    let problem = json!({"type": "about:blank", "title": "Not Found", "status": 404, "detail": "x", "code": "CLUSTER_NOT_FOUND", "message": "x", "request_id": "r"});
+    assert!(!rejects(
+        "/api/v1/clusters/0196a0f0-0000-7000-8000-000000000001",
+        404,
+        "application/problem+json",
+        problem.clone()
+    ));
+    assert!(rejects(
+        "/api/v1/clusters/0196a0f0-0000-7000-8000-000000000001",
+        404,
+        "application/json",
+        problem
+    ));
+}

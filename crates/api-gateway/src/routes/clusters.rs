@@ -79,7 +79,7 @@ pub(crate) fn cluster_event(
         ("name" = Option<String>, Query, description = "exact name"),
         ("include_deleted" = Option<bool>, Query, description = "controllers only: include soft-deleted clusters"),
     ),
-    responses((status = 200, description = "OK", body = ClusterList), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem), (status = 401, description = "Missing or invalid identity", body = Problem)))]
+    responses((status = 200, description = "OK", body = ClusterList), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_clusters(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -100,8 +100,8 @@ pub(crate) async fn list_clusters(
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", request_body = CreateClusterRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe creation, scoped to the caller, kept 24 h")),
     responses((status = 201, description = "Created", body = Cluster, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem), (status = 401, description = "Missing or invalid identity", body = Problem), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem),
-        (status = 413, description = "Body larger than 1 MiB", body = Problem), (status = 415, description = "Content-Type is not application/json", body = Problem), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem)))]
+        (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_cluster(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -175,8 +175,8 @@ pub(crate) fn created(collection: &str, stored: &StoredResponse) -> HttpResponse
 
 /// Get a cluster (with its aggregated status) and its `ETag`.
 #[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)),
-    responses((status = 200, description = "OK", body = Cluster, headers(("ETag" = String))), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem),
-        (status = 401, description = "Missing or invalid identity", body = Problem), (status = 404, description = "Not found (or not visible to the caller)", body = Problem)))]
+    responses((status = 200, description = "OK", body = Cluster, headers(("ETag" = String))), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_cluster(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -198,9 +198,9 @@ pub(crate) async fn get_cluster(
 /// when the spec changed.
 #[utoipa::path(put, path = "/api/v1/clusters/{id}", tag = "clusters", request_body = UpdateClusterRequest,
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "the ETag from GET")),
-    responses((status = 200, description = "OK", body = Cluster, headers(("ETag" = String))), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem),
-        (status = 401, description = "Missing or invalid identity", body = Problem), (status = 404, description = "Not found (or not visible to the caller)", body = Problem), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem),
-        (status = 412, description = "If-Match does not match the current ETag", body = Problem), (status = 415, description = "Content-Type is not application/json", body = Problem)))]
+    responses((status = 200, description = "OK", body = Cluster, headers(("ETag" = String))), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match the current ETag", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn update_cluster(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -266,8 +266,8 @@ pub(crate) async fn update_cluster(
 /// `nodepool.deleted` per nodepool. Only `Pending` or `Failed` clusters unless `force=true`.
 #[utoipa::path(delete, path = "/api/v1/clusters/{id}", tag = "clusters",
     params(("id" = Uuid, Path), ("force" = Option<bool>, Query, description = "delete whatever the phase (only the literal true)")),
-    responses((status = 202, description = "Accepted", body = DeleteClusterResponse), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem),
-        (status = 401, description = "Missing or invalid identity", body = Problem), (status = 404, description = "Not found (or not visible to the caller)", body = Problem), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem)))]
+    responses((status = 202, description = "Accepted", body = DeleteClusterResponse), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_cluster(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -312,8 +312,8 @@ pub(crate) async fn delete_cluster(
     params(("id" = Uuid, Path), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query),
         ("status" = Option<String>, Query), ("labels" = Option<String>, Query), ("name" = Option<String>, Query),
         ("include_deleted" = Option<bool>, Query)),
-    responses((status = 200, description = "OK", body = NodePoolList), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem), (status = 401, description = "Missing or invalid identity", body = Problem),
-        (status = 404, description = "Not found (or not visible to the caller)", body = Problem)))]
+    responses((status = 200, description = "OK", body = NodePoolList), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_cluster_nodepools(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -339,8 +339,8 @@ pub(crate) async fn list_cluster_nodepools(
 #[utoipa::path(post, path = "/api/v1/clusters/{id}/nodepools", tag = "nodepools", request_body = CreateNodePoolRequest,
     params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, description = "Created", body = NodePool, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem), (status = 401, description = "Missing or invalid identity", body = Problem), (status = 404, description = "Not found (or not visible to the caller)", body = Problem),
-        (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem), (status = 415, description = "Content-Type is not application/json", body = Problem), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem)))]
+        (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_cluster_nodepool(
     state: web::Data<AppState>,
     caller: Authenticated,

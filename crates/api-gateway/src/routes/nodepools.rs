@@ -65,7 +65,7 @@ pub(crate) fn nodepool_event(
     params(("clusterId" = Option<Uuid>, Query, description = "only this cluster's nodepools"),
         ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query), ("status" = Option<String>, Query),
         ("labels" = Option<String>, Query), ("name" = Option<String>, Query), ("include_deleted" = Option<bool>, Query)),
-    responses((status = 200, description = "OK", body = NodePoolList), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem), (status = 401, description = "Missing or invalid identity", body = Problem)))]
+    responses((status = 200, description = "OK", body = NodePoolList), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_nodepools(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -99,8 +99,8 @@ pub(crate) async fn list_nodepools(
 #[utoipa::path(post, path = "/api/v1/nodepools", tag = "nodepools", request_body = CreateNodePoolRequest,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, description = "Created", body = NodePool, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem), (status = 401, description = "Missing or invalid identity", body = Problem), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem),
-        (status = 413, description = "Body larger than 1 MiB", body = Problem), (status = 415, description = "Content-Type is not application/json", body = Problem), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem)))]
+        (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_nodepool(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -206,8 +206,8 @@ pub(crate) async fn create_nodepool_in(
 
 /// Get a nodepool (with its aggregated status) and its `ETag`.
 #[utoipa::path(get, path = "/api/v1/nodepools/{id}", tag = "nodepools", params(("id" = Uuid, Path)),
-    responses((status = 200, description = "OK", body = NodePool, headers(("ETag" = String))), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem),
-        (status = 401, description = "Missing or invalid identity", body = Problem), (status = 404, description = "Not found (or not visible to the caller)", body = Problem)))]
+    responses((status = 200, description = "OK", body = NodePool, headers(("ETag" = String))), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_nodepool(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -229,9 +229,9 @@ pub(crate) async fn get_nodepool(
 /// changed.
 #[utoipa::path(put, path = "/api/v1/nodepools/{id}", tag = "nodepools", request_body = UpdateNodePoolRequest,
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 200, description = "OK", body = NodePool, headers(("ETag" = String))), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem),
-        (status = 401, description = "Missing or invalid identity", body = Problem), (status = 404, description = "Not found (or not visible to the caller)", body = Problem), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem),
-        (status = 412, description = "If-Match does not match the current ETag", body = Problem), (status = 415, description = "Content-Type is not application/json", body = Problem)))]
+    responses((status = 200, description = "OK", body = NodePool, headers(("ETag" = String))), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match the current ETag", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn update_nodepool(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -302,8 +302,8 @@ pub(crate) async fn update_nodepool(
 /// phase guard).
 #[utoipa::path(delete, path = "/api/v1/nodepools/{id}", tag = "nodepools",
     params(("id" = Uuid, Path), ("force" = Option<bool>, Query)),
-    responses((status = 202, description = "Accepted", body = DeleteNodePoolResponse), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem),
-        (status = 401, description = "Missing or invalid identity", body = Problem), (status = 404, description = "Not found (or not visible to the caller)", body = Problem)))]
+    responses((status = 202, description = "Accepted", body = DeleteNodePoolResponse), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_nodepool(
     state: web::Data<AppState>,
     caller: Authenticated,

@@ -50,7 +50,7 @@ pub(crate) async fn healthz() -> HttpResponse {
 
 /// Readiness: Postgres answers.
 #[utoipa::path(get, path = "/readyz", tag = "system",
-    responses((status = 200, description = "OK", body = ProbeStatus), (status = 503, description = "A dependency is unavailable; retry later", body = Problem)))]
+    responses((status = 200, description = "OK", body = ProbeStatus), (status = 503, description = "A dependency is unavailable; retry later", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let check = async {
         let mut conn = state.pool.get().await.ok()?;

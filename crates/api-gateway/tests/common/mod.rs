@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use api_gateway::{AppState, Config};
 use cls_test_support::TestDb;
@@ -134,15 +134,105 @@ impl TestApp {
     }
 }
 
+/// Reads a response and checks it against the OpenAPI document: the status must be declared
+/// for that path, with the response's media type, and the body must match its schema.
 pub async fn read(response: Response) -> (StatusCode, Value) {
     let status = response.status();
+    let path = response.url().path().to_owned();
+    let content_type = response.headers().get("content-type").map(|v| {
+        v.to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned()
+    });
     let text = response.text().await.unwrap();
     let body = if text.is_empty() {
         Value::Null
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
+    conforms(&path, status, content_type.as_deref(), &body);
     (status, body)
+}
+
+static DOCUMENT: LazyLock<Value> =
+    LazyLock::new(|| serde_json::from_str(&api_gateway::openapi::document_json()).unwrap());
+
+/// The document's path template that `path` instantiates, if any.
+fn template_for(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    DOCUMENT["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .find(|template| {
+            let parts: Vec<&str> = template.split('/').collect();
+            parts.len() == segments.len()
+                && parts
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| (t.starts_with('{') && !s.is_empty()) || t == s)
+        })
+}
+
+/// Panics unless a response conforms to the OpenAPI document.
+#[track_caller]
+pub fn conforms(path: &str, status: StatusCode, content_type: Option<&str>, body: &Value) {
+    // Unknown routes are not in the document (they are all 404 ROUTE_NOT_FOUND), nor are the
+    // methods a path does not have (405 METHOD_NOT_ALLOWED).
+    let Some(template) = template_for(path) else {
+        return;
+    };
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        return;
+    }
+    let operations = DOCUMENT["paths"][template].as_object().unwrap();
+    let code = status.as_u16().to_string();
+    let declared: Vec<&Value> = operations
+        .values()
+        .filter_map(|op| op["responses"].get(&code))
+        .collect();
+    assert!(
+        !declared.is_empty(),
+        "{status} is not declared for {template} in the OpenAPI document: {body}"
+    );
+    let Some(content_type) = content_type else {
+        assert!(
+            declared.iter().any(|r| r.get("content").is_none()),
+            "{template} {status}: no content type"
+        );
+        return;
+    };
+    let mut problems = Vec::new();
+    for response in declared {
+        let Some(schema) = response["content"]
+            .get(content_type)
+            .map(|c| c["schema"].clone())
+        else {
+            problems.push(format!("media type {content_type} not declared"));
+            continue;
+        };
+        let root = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "allOf": [schema],
+            "components": DOCUMENT["components"],
+        });
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&root)
+            .unwrap();
+        match validator.validate(body) {
+            Ok(()) => return,
+            Err(error) => problems.push(format!("{error} at {}", error.instance_path())),
+        }
+    }
+    panic!(
+        "response of {path} ({template}) {status} does not match the OpenAPI document: {problems:?}\n{body}"
+    );
 }
 
 /// Asserts a problem+json error with `code`, and returns its message.
