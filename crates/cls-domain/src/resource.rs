@@ -500,3 +500,15 @@ pub const SERVER_OWNED_FIELDS: [&str; 8] = [
     "deleted_at",
     "resource_version",
 ];
+
+/// The server-owned fields dropped from an update body: all of [`SERVER_OWNED_FIELDS`] but
+/// `resource_version`, which an update uses as its optimistic-concurrency check.
+pub const SERVER_OWNED_ON_UPDATE: [&str; 7] = [
+    "id",
+    "status",
+    "generation",
+    "created_by",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+];

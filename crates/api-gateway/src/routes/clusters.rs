@@ -6,7 +6,7 @@ use cls_domain::ErrorCode;
 use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
 use cls_domain::resource::{
     Cluster, CreateClusterRequest, CreateNodePoolRequest, NodePool, SERVER_OWNED_FIELDS,
-    UpdateClusterRequest,
+    SERVER_OWNED_ON_UPDATE, UpdateClusterRequest,
 };
 use cls_domain::status::Phase;
 use cls_domain::validate::{ClusterIdentity, validate_cluster_create, validate_cluster_update};
@@ -209,19 +209,7 @@ pub(crate) async fn update_cluster(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let (request, _): (UpdateClusterRequest, _) = json_body(
-        &req,
-        &body,
-        &[
-            "id",
-            "status",
-            "generation",
-            "created_by",
-            "created_at",
-            "updated_at",
-            "deleted_at",
-        ],
-    )?;
+    let (request, _): (UpdateClusterRequest, _) = json_body(&req, &body, &SERVER_OWNED_ON_UPDATE)?;
     let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();

@@ -6,7 +6,8 @@ use cls_domain::FieldError;
 use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
 use cls_domain::identity::Caller;
 use cls_domain::resource::{
-    CreateNodePoolRequest, NodePool, SERVER_OWNED_FIELDS, UpdateNodePoolRequest,
+    CreateNodePoolRequest, NodePool, SERVER_OWNED_FIELDS, SERVER_OWNED_ON_UPDATE,
+    UpdateNodePoolRequest,
 };
 use cls_domain::validate::{NodePoolIdentity, validate_nodepool_create, validate_nodepool_update};
 use cls_storage::idempotency::{self, Claim, KeyedRequest, StoredResponse};
@@ -240,19 +241,7 @@ pub(crate) async fn update_nodepool(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let (request, _): (UpdateNodePoolRequest, _) = json_body(
-        &req,
-        &body,
-        &[
-            "id",
-            "status",
-            "generation",
-            "created_by",
-            "created_at",
-            "updated_at",
-            "deleted_at",
-        ],
-    )?;
+    let (request, _): (UpdateNodePoolRequest, _) = json_body(&req, &body, &SERVER_OWNED_ON_UPDATE)?;
     let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
