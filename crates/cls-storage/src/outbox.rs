@@ -128,3 +128,167 @@ pub async fn pending(
         .load(conn)
         .await?)
 }
+
+// ---------------------------------------------------------------------------------------------
+// The relay side (used by the event-publisher).
+
+/// The advisory lock class of outbox shard leases ("CLSS"); the object id is the shard.
+const SHARD_LOCK_CLASS: i32 = 0x434c_5353;
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+/// Tries to lease `shard` for this session (a session-level advisory lock: released by
+/// [`unlock_shard`] or when the connection closes, e.g. when the replica dies). Use a
+/// dedicated connection, never a pooled one.
+pub async fn try_lock_shard(
+    conn: &mut AsyncPgConnection,
+    shard: i16,
+) -> Result<bool, StorageError> {
+    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS locked")
+        .bind::<Integer, _>(SHARD_LOCK_CLASS)
+        .bind::<Integer, _>(i32::from(shard))
+        .get_result(conn)
+        .await?;
+    Ok(row.locked)
+}
+
+/// Gives up a shard lease held by this session; whether it was held.
+pub async fn unlock_shard(conn: &mut AsyncPgConnection, shard: i16) -> Result<bool, StorageError> {
+    let row: Locked = diesel::sql_query("SELECT pg_advisory_unlock($1, $2) AS locked")
+        .bind::<Integer, _>(SHARD_LOCK_CLASS)
+        .bind::<Integer, _>(i32::from(shard))
+        .get_result(conn)
+        .await?;
+    Ok(row.locked)
+}
+
+/// The oldest pending rows of one shard, in `seq` (per-cluster commit) order.
+pub async fn pending_in_shard(
+    conn: &mut AsyncPgConnection,
+    shard: i16,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, StorageError> {
+    Ok(outbox::table
+        .filter(outbox::shard.eq(shard))
+        .filter(outbox::state.eq("pending"))
+        .order(outbox::seq.asc())
+        .limit(limit)
+        .select(OutboxRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Marks pending rows published (after Pub/Sub acknowledged them); returns how many.
+pub async fn mark_published(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    now: OffsetDateTime,
+) -> Result<usize, StorageError> {
+    Ok(diesel::update(
+        outbox::table
+            .filter(outbox::id.eq_any(ids))
+            .filter(outbox::state.eq("pending")),
+    )
+    .set((
+        outbox::state.eq("published"),
+        outbox::published_at.eq(crate::truncate_to_micros(now)),
+    ))
+    .execute(conn)
+    .await?)
+}
+
+/// Records a failed publish attempt; the row stays pending and keeps its place.
+pub async fn record_failure(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    error: &str,
+) -> Result<(), StorageError> {
+    diesel::update(
+        outbox::table
+            .filter(outbox::id.eq(id))
+            .filter(outbox::state.eq("pending")),
+    )
+    .set((
+        outbox::attempts.eq(outbox::attempts + 1),
+        outbox::last_error.eq(error),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a row Pub/Sub rejected as permanently invalid to the dead-letter state, with the
+/// error; it is kept (never silently dropped) and no longer blocks its cluster's later events.
+pub async fn dead_letter(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    error: &str,
+) -> Result<bool, StorageError> {
+    let updated = diesel::update(
+        outbox::table
+            .filter(outbox::id.eq(id))
+            .filter(outbox::state.eq("pending")),
+    )
+    .set((
+        outbox::state.eq("dead"),
+        outbox::attempts.eq(outbox::attempts + 1),
+        outbox::last_error.eq(error),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(updated == 1)
+}
+
+/// Deletes up to `batch` rows published before `before`; returns how many went.
+pub async fn prune_published(
+    conn: &mut AsyncPgConnection,
+    before: OffsetDateTime,
+    batch: i64,
+) -> Result<usize, StorageError> {
+    let old: Vec<i64> = outbox::table
+        .filter(outbox::state.eq("published"))
+        .filter(outbox::published_at.lt(before))
+        .order(outbox::published_at.asc())
+        .limit(batch)
+        .select(outbox::seq)
+        .load(conn)
+        .await?;
+    Ok(diesel::delete(
+        outbox::table
+            .filter(outbox::seq.eq_any(old))
+            .filter(outbox::state.eq("published")),
+    )
+    .execute(conn)
+    .await?)
+}
+
+/// The backlog: how many rows are pending and when the oldest was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: i64,
+    pub oldest_pending: Option<OffsetDateTime>,
+    pub dead: i64,
+}
+
+pub async fn backlog(conn: &mut AsyncPgConnection) -> Result<Backlog, StorageError> {
+    use diesel::dsl::{count_star, min};
+    let (pending, oldest_pending): (i64, Option<OffsetDateTime>) = outbox::table
+        .filter(outbox::state.eq("pending"))
+        .select((count_star(), min(outbox::created_at)))
+        .get_result(conn)
+        .await?;
+    let dead = outbox::table
+        .filter(outbox::state.eq("dead"))
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(Backlog {
+        pending,
+        oldest_pending,
+        dead,
+    })
+}

@@ -1,0 +1,198 @@
+//! The relay side of the outbox on real Postgres: shard leases, per-shard order, publish,
+//! failure, dead-letter, pruning and backlog.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by panicking")]
+
+use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef, outbox_shard};
+use cls_storage::outbox::{self, Backlog};
+use cls_test_support::TestDb;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+fn event(cluster_id: Uuid, generation: i64) -> Envelope {
+    LifecycleEvent {
+        id: Uuid::now_v7(),
+        resource: ResourceRef::Cluster { cluster_id },
+        action: LifecycleAction::Updated,
+        generation,
+        timestamp: OffsetDateTime::now_utc(),
+        traceparent: None,
+    }
+    .envelope()
+}
+
+/// Two clusters in different shards.
+fn two_clusters() -> (Uuid, Uuid) {
+    let a = Uuid::now_v7();
+    let b = (0..1000)
+        .map(|_| Uuid::now_v7())
+        .find(|b| outbox_shard(*b) != outbox_shard(a))
+        .unwrap();
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_leases_are_exclusive_and_released_with_the_session() {
+    let db = TestDb::new().await;
+    let mut first = db.conn().await;
+    let mut second = db.conn().await;
+    assert!(outbox::try_lock_shard(&mut first, 3).await.unwrap());
+    assert!(
+        outbox::try_lock_shard(&mut first, 3).await.unwrap(),
+        "re-entrant for the holder"
+    );
+    assert!(
+        !outbox::try_lock_shard(&mut second, 3).await.unwrap(),
+        "held elsewhere"
+    );
+    assert!(
+        outbox::try_lock_shard(&mut second, 4).await.unwrap(),
+        "other shards are free"
+    );
+    assert!(outbox::unlock_shard(&mut first, 3).await.unwrap());
+    assert!(
+        !outbox::try_lock_shard(&mut second, 3).await.unwrap(),
+        "still held once (locks stack)"
+    );
+    drop(first); // the replica dies: its session's leases go
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !outbox::try_lock_shard(&mut second, 3).await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lease not released when the session ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_are_read_per_shard_in_order_and_leave_when_published() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let (a, b) = two_clusters();
+    let a_events: Vec<Envelope> = (1..=5).map(|g| event(a, g)).collect();
+    for (i, envelope) in a_events.iter().enumerate() {
+        outbox::insert(&mut conn, &[envelope.clone(), event(b, i as i64 + 1)])
+            .await
+            .unwrap();
+    }
+    let shard = outbox_shard(a);
+    let rows = outbox::pending_in_shard(&mut conn, shard, 100)
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|r| r.shard == shard));
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        a_events.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    let first_three = outbox::pending_in_shard(&mut conn, shard, 3).await.unwrap();
+    assert_eq!(first_three.len(), 3);
+
+    let ids: Vec<Uuid> = first_three.iter().map(|r| r.id).collect();
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(
+        outbox::mark_published(&mut conn, &ids, now).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        outbox::mark_published(&mut conn, &ids, now).await.unwrap(),
+        0,
+        "only pending rows move"
+    );
+    let rest = outbox::pending_in_shard(&mut conn, shard, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.id).collect::<Vec<_>>(),
+        a_events[3..].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    let backlog = outbox::backlog(&mut conn).await.unwrap();
+    assert_eq!((backlog.pending, backlog.dead), (7, 0));
+    assert!(backlog.oldest_pending.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_keep_rows_pending_and_dead_letters_are_kept() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = Uuid::now_v7();
+    let (first, second) = (event(cluster, 1), event(cluster, 2));
+    outbox::insert(&mut conn, &[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    let shard = outbox_shard(cluster);
+
+    outbox::record_failure(&mut conn, first.id, "UNAVAILABLE: connection refused")
+        .await
+        .unwrap();
+    outbox::record_failure(&mut conn, first.id, "UNAVAILABLE: connection refused")
+        .await
+        .unwrap();
+    let rows = outbox::pending_in_shard(&mut conn, shard, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].id, first.id, "a failed row keeps its place");
+    assert_eq!(
+        (rows[0].attempts, rows[0].last_error.as_deref()),
+        (2, Some("UNAVAILABLE: connection refused"))
+    );
+
+    assert!(
+        outbox::dead_letter(&mut conn, first.id, "INVALID_ARGUMENT: message too large")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !outbox::dead_letter(&mut conn, first.id, "again")
+            .await
+            .unwrap()
+    );
+    let rows = outbox::pending_in_shard(&mut conn, shard, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![second.id],
+        "no longer blocks the cluster"
+    );
+    assert_eq!(
+        outbox::backlog(&mut conn).await.unwrap().dead,
+        1,
+        "kept, and counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_removes_only_old_published_rows_in_batches() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = Uuid::now_v7();
+    let events: Vec<Envelope> = (1..=5).map(|g| event(cluster, g)).collect();
+    outbox::insert(&mut conn, &events).await.unwrap();
+    let long_ago = OffsetDateTime::now_utc() - Duration::days(8);
+    let ids: Vec<Uuid> = events[..4].iter().map(|e| e.id).collect();
+    outbox::mark_published(&mut conn, &ids[..3], long_ago)
+        .await
+        .unwrap();
+    outbox::mark_published(&mut conn, &ids[3..], OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+
+    let cutoff = OffsetDateTime::now_utc() - Duration::days(7);
+    assert_eq!(
+        outbox::prune_published(&mut conn, cutoff, 2).await.unwrap(),
+        2,
+        "bounded batch"
+    );
+    assert_eq!(
+        outbox::prune_published(&mut conn, cutoff, 2).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        outbox::prune_published(&mut conn, cutoff, 2).await.unwrap(),
+        0,
+        "recent and pending rows stay"
+    );
+    let Backlog { pending, .. } = outbox::backlog(&mut conn).await.unwrap();
+    assert_eq!(pending, 1);
+}
