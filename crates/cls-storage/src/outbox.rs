@@ -148,17 +148,20 @@ pub async fn try_lock_shard(
     conn: &mut AsyncPgConnection,
     shard: i16,
 ) -> Result<bool, StorageError> {
-    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS locked")
-        .bind::<Integer, _>(SHARD_LOCK_CLASS)
-        .bind::<Integer, _>(i32::from(shard))
-        .get_result(conn)
-        .await?;
-    Ok(row.locked)
+    shard_lock(conn, "SELECT pg_try_advisory_lock($1, $2) AS locked", shard).await
 }
 
 /// Gives up a shard lease held by this session; whether it was held.
 pub async fn unlock_shard(conn: &mut AsyncPgConnection, shard: i16) -> Result<bool, StorageError> {
-    let row: Locked = diesel::sql_query("SELECT pg_advisory_unlock($1, $2) AS locked")
+    shard_lock(conn, "SELECT pg_advisory_unlock($1, $2) AS locked", shard).await
+}
+
+async fn shard_lock(
+    conn: &mut AsyncPgConnection,
+    statement: &str,
+    shard: i16,
+) -> Result<bool, StorageError> {
+    let row: Locked = diesel::sql_query(statement)
         .bind::<Integer, _>(SHARD_LOCK_CLASS)
         .bind::<Integer, _>(i32::from(shard))
         .get_result(conn)
