@@ -10,7 +10,7 @@ use cls_domain::resource::{
 };
 use cls_domain::status::Phase;
 use cls_domain::validate::{ClusterIdentity, validate_cluster_create, validate_cluster_update};
-use cls_storage::idempotency::{self, Claim, KeyedRequest, StoredResponse};
+use cls_storage::idempotency::StoredResponse;
 use cls_storage::{clusters, outbox};
 use diesel_async::AsyncConnection as _;
 use serde::Serialize;
@@ -18,9 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::nodepools::{NodePoolList, create_nodepool_in};
-use super::{
-    Query, check_if_match, idempotency_key, if_match, json_body, path_id, request_hash, with_etag,
-};
+use super::{Idempotent, Query, check_if_match, if_match, json_body, path_id, with_etag};
 use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
@@ -108,29 +106,21 @@ pub(crate) async fn create_cluster(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (request, raw): (CreateClusterRequest, _) = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
-    let key = idempotency_key(req.headers())?;
+    let request: CreateClusterRequest = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
+    let idempotent = Idempotent::from_request(&req, &body)?;
     let new =
         validate_cluster_create(request, state.release_defaults()).map_err(ApiError::validation)?;
-    let scope = "POST /api/v1/clusters";
-    let hash = request_hash(scope, &raw);
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool.get().await?;
     let response = conn
         .transaction::<_, ApiError, _>(async |conn| {
-            if let Some(key) = &key {
-                let keyed = KeyedRequest {
-                    caller: caller.email(),
-                    key,
-                    scope,
-                    hash: &hash,
-                };
-                match idempotency::claim(conn, keyed, now, state.idempotency_ttl).await? {
-                    Claim::New => {}
-                    Claim::Replay(stored) => return Ok(stored),
-                    Claim::Mismatch => return Err(key_reused()),
-                }
+            if let Some(idempotent) = &idempotent
+                && let Some(stored) = idempotent
+                    .claim(conn, caller.email(), now, state.idempotency_ttl)
+                    .await?
+            {
+                return Ok(stored);
             }
             let cluster = clusters::create(conn, caller.email(), &new, Uuid::now_v7(), now).await?;
             outbox::insert(
@@ -143,20 +133,13 @@ pub(crate) async fn create_cluster(
                 body: serde_json::to_value(&cluster).map_err(|_| ApiError::internal())?,
                 resource_id: Some(cluster.id),
             };
-            if let Some(key) = &key {
-                idempotency::complete(conn, caller.email(), key, &stored).await?;
+            if let Some(idempotent) = &idempotent {
+                idempotent.complete(conn, caller.email(), &stored).await?;
             }
             Ok(stored)
         })
         .await?;
     Ok(created("/api/v1/clusters", &response))
-}
-
-pub(crate) fn key_reused() -> ApiError {
-    ApiError::new(
-        ErrorCode::IdempotencyKeyReused,
-        "this Idempotency-Key was already used with a different request",
-    )
 }
 
 /// A 201 response (fresh or replayed) with `Location` and `ETag`.
@@ -209,7 +192,7 @@ pub(crate) async fn update_cluster(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let (request, _): (UpdateClusterRequest, _) = json_body(&req, &body, &SERVER_OWNED_ON_UPDATE)?;
+    let request: UpdateClusterRequest = json_body(&req, &body, &SERVER_OWNED_ON_UPDATE)?;
     let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
@@ -337,7 +320,7 @@ pub(crate) async fn create_cluster_nodepool(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let cluster_id = path_id(&id)?;
-    let (request, raw): (CreateNodePoolRequest, _) = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
+    let request: CreateNodePoolRequest = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
     if let Some(sent) = &request.cluster_id
         && Uuid::try_parse(sent).ok() != Some(cluster_id)
     {
@@ -352,7 +335,7 @@ pub(crate) async fn create_cluster_nodepool(
         &req,
         cluster_id,
         request,
-        raw,
+        &body,
         ApiError::cluster_not_found,
     )
     .await

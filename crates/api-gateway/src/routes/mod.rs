@@ -12,6 +12,7 @@ use cls_domain::parse::{ParseError, parse_value};
 use cls_domain::resource::Labels;
 use cls_domain::status::Phase;
 use cls_storage::ListQuery;
+use cls_storage::idempotency::{self, Claim, KeyedRequest, StoredResponse};
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -132,7 +133,7 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     body: &[u8],
     dropped: &[&str],
-) -> Result<(T, serde_json::Value), ApiError> {
+) -> Result<T, ApiError> {
     let content_type = req.content_type();
     if content_type != "application/json" && !content_type.ends_with("+json") {
         return Err(ApiError::new(
@@ -146,12 +147,10 @@ pub(crate) fn json_body<T: DeserializeOwned>(
             format!("request body is not valid JSON: {e}"),
         )
     })?;
-    let original = value.clone();
-    let parsed = parse_value(&mut value, dropped).map_err(|e| match e {
+    parse_value(&mut value, dropped).map_err(|e| match e {
         ParseError::Syntax(message) => ApiError::new(ErrorCode::InvalidJson, message),
         ParseError::Shape(errors) => ApiError::validation(errors),
-    })?;
-    Ok((parsed, original))
+    })
 }
 
 /// A path id: a UUID in its canonical 36-character form (either case).
@@ -197,35 +196,95 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Option<String> {
         .map(|v| v.to_str().unwrap_or("\u{0}").to_owned())
 }
 
-/// `Idempotency-Key`, if sent: 1–255 visible ASCII characters.
-pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match value.to_str() {
-        Ok(key)
-            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(Some(key.to_owned()))
-        }
-        _ => Err(ApiError::field(
-            "Idempotency-Key",
-            "must be 1-255 visible ASCII characters",
-        )),
-    }
+/// A POST sent with an `Idempotency-Key`: the key, what was asked (method and path) and a
+/// hash of the body, so a retry can be recognised and a different request with the same key
+/// refused.
+pub(crate) struct Idempotent {
+    key: String,
+    scope: String,
+    hash: String,
 }
 
-/// A hash identifying a request for idempotency: the route and the canonical JSON body.
-pub(crate) fn request_hash(scope: &str, body: &serde_json::Value) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(scope.as_bytes());
-    hasher.update([0]);
-    hasher.update(body.to_string().as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+impl Idempotent {
+    /// The request's idempotency details if it sent a key (1–255 visible ASCII characters).
+    /// `body` must already have been parsed as JSON.
+    pub(crate) fn from_request(
+        req: &HttpRequest,
+        body: &[u8],
+    ) -> Result<Option<Idempotent>, ApiError> {
+        let Some(value) = req.headers().get("idempotency-key") else {
+            return Ok(None);
+        };
+        let key = match value.to_str() {
+            Ok(key)
+                if !key.is_empty()
+                    && key.len() <= 255
+                    && key.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                key
+            }
+            _ => {
+                return Err(ApiError::field(
+                    "Idempotency-Key",
+                    "must be 1-255 visible ASCII characters",
+                ));
+            }
+        };
+        let scope = format!("POST {}", req.path());
+        // The canonical JSON of the body, so whitespace and key order do not matter.
+        let canonical = serde_json::from_slice::<serde_json::Value>(body)
+            .unwrap_or_default()
+            .to_string();
+        let mut hasher = Sha256::new();
+        hasher.update(scope.as_bytes());
+        hasher.update([0]);
+        hasher.update(canonical.as_bytes());
+        let hash = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Some(Idempotent {
+            key: key.to_owned(),
+            scope,
+            hash,
+        }))
+    }
+
+    /// Claims the key inside the request's transaction: `Some` is the stored response of an
+    /// earlier identical request, to be replayed; a different request with the key is 422.
+    pub(crate) async fn claim(
+        &self,
+        conn: &mut cls_storage::AsyncPgConnection,
+        caller: &str,
+        now: time::OffsetDateTime,
+        ttl: time::Duration,
+    ) -> Result<Option<StoredResponse>, ApiError> {
+        let keyed = KeyedRequest {
+            caller,
+            key: &self.key,
+            scope: &self.scope,
+            hash: &self.hash,
+        };
+        match idempotency::claim(conn, keyed, now, ttl).await? {
+            Claim::New => Ok(None),
+            Claim::Replay(stored) => Ok(Some(stored)),
+            Claim::Mismatch => Err(ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was already used with a different request",
+            )),
+        }
+    }
+
+    /// Records the response for the claimed key (same transaction as [`Idempotent::claim`]).
+    pub(crate) async fn complete(
+        &self,
+        conn: &mut cls_storage::AsyncPgConnection,
+        caller: &str,
+        response: &StoredResponse,
+    ) -> Result<(), ApiError> {
+        Ok(idempotency::complete(conn, caller, &self.key, response).await?)
+    }
 }
 
 /// Query parameters, each allowed name at most once.

@@ -10,17 +10,15 @@ use cls_domain::resource::{
     UpdateNodePoolRequest,
 };
 use cls_domain::validate::{NodePoolIdentity, validate_nodepool_create, validate_nodepool_update};
-use cls_storage::idempotency::{self, Claim, KeyedRequest, StoredResponse};
+use cls_storage::idempotency::StoredResponse;
 use cls_storage::{clusters, nodepools, outbox};
 use diesel_async::AsyncConnection as _;
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::clusters::{LIST_PARAMS, created, key_reused};
-use super::{
-    Query, check_if_match, idempotency_key, if_match, json_body, path_id, request_hash, with_etag,
-};
+use super::clusters::{LIST_PARAMS, created};
+use super::{Idempotent, Query, check_if_match, if_match, json_body, path_id, with_etag};
 use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
@@ -108,7 +106,7 @@ pub(crate) async fn create_nodepool(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (request, raw): (CreateNodePoolRequest, _) = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
+    let request: CreateNodePoolRequest = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
     let cluster_id = match request.cluster_id.as_deref().map(Uuid::try_parse) {
         Some(Ok(id)) => id,
         problem => {
@@ -136,7 +134,7 @@ pub(crate) async fn create_nodepool(
         &req,
         cluster_id,
         request,
-        raw,
+        &body,
         not_visible,
     )
     .await
@@ -150,30 +148,22 @@ pub(crate) async fn create_nodepool_in(
     req: &HttpRequest,
     cluster_id: Uuid,
     request: CreateNodePoolRequest,
-    raw: serde_json::Value,
+    body: &[u8],
     not_visible: fn() -> ApiError,
 ) -> Result<HttpResponse, ApiError> {
     // Report every field problem before touching the database.
     validate_nodepool_create(request.clone(), None).map_err(ApiError::validation)?;
-    let key = idempotency_key(req.headers())?;
-    let scope = format!("POST {}", req.path());
-    let hash = request_hash(&scope, &raw);
+    let idempotent = Idempotent::from_request(req, body)?;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool.get().await?;
     let response = conn
         .transaction::<_, ApiError, _>(async |conn| {
-            if let Some(key) = &key {
-                let keyed = KeyedRequest {
-                    caller: caller.email(),
-                    key,
-                    scope: &scope,
-                    hash: &hash,
-                };
-                match idempotency::claim(conn, keyed, now, state.idempotency_ttl).await? {
-                    Claim::New => {}
-                    Claim::Replay(stored) => return Ok(stored),
-                    Claim::Mismatch => return Err(key_reused()),
-                }
+            if let Some(idempotent) = &idempotent
+                && let Some(stored) = idempotent
+                    .claim(conn, caller.email(), now, state.idempotency_ttl)
+                    .await?
+            {
+                return Ok(stored);
             }
             let cluster = clusters::lock_live(conn, &caller, cluster_id)
                 .await
@@ -196,8 +186,8 @@ pub(crate) async fn create_nodepool_in(
                 body: serde_json::to_value(&nodepool).map_err(|_| ApiError::internal())?,
                 resource_id: Some(nodepool.id),
             };
-            if let Some(key) = &key {
-                idempotency::complete(conn, caller.email(), key, &stored).await?;
+            if let Some(idempotent) = &idempotent {
+                idempotent.complete(conn, caller.email(), &stored).await?;
             }
             Ok(stored)
         })
@@ -241,7 +231,7 @@ pub(crate) async fn update_nodepool(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let (request, _): (UpdateNodePoolRequest, _) = json_body(&req, &body, &SERVER_OWNED_ON_UPDATE)?;
+    let request: UpdateNodePoolRequest = json_body(&req, &body, &SERVER_OWNED_ON_UPDATE)?;
     let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
