@@ -26,19 +26,24 @@ pub enum StorageError {
     },
     #[error(transparent)]
     Database(#[from] DieselError),
+    /// A dedicated connection could not be opened.
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
 }
 
 impl StorageError {
     /// Whether the database could not be reached (connection lost or refused), as opposed to
     /// a query that failed: the request may succeed when retried later.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StorageError::Database(
-                DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-                    | DieselError::BrokenTransactionManager
+        matches!(self, StorageError::Connect(_))
+            || matches!(
+                self,
+                StorageError::Database(
+                    DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+                        | DieselError::BrokenTransactionManager
+                )
             )
-        ) || matches!(self, StorageError::Database(e) if e.to_string().contains("connection"))
+            || matches!(self, StorageError::Database(e) if e.to_string().contains("connection"))
     }
 
     /// Whether a database error is a violation of the named unique index.

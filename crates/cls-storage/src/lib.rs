@@ -32,7 +32,7 @@ mod rows;
 
 pub use diesel_async::AsyncPgConnection;
 pub use error::StorageError;
-pub use pool::{PgPool, pool};
+pub use pool::{PgPool, connect, pool};
 
 use cls_domain::resource::Labels;
 use cls_domain::status::Phase;

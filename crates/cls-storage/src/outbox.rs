@@ -39,6 +39,9 @@ pub struct OutboxRow {
 /// Inserts events into the outbox. Call it in the transaction of the change that causes them,
 /// so the events commit (or roll back) with the change.
 ///
+/// An event whose id is already in the outbox is skipped, so a retried submission (the
+/// publisher's gRPC `Publish`) writes each event once.
+///
 /// One statement: it first takes a transaction-scoped advisory lock per cluster (in id order,
 /// so writers cannot deadlock), then inserts the rows, so writers for one cluster commit one
 /// after another and `seq` order is commit order for each cluster.
@@ -65,7 +68,8 @@ pub async fn insert(
         INSERT INTO outbox (id, shard, cluster_id, ordering_key, topic, event_type, body, attributes, traceparent)
         SELECT * FROM unnest($3::uuid[], $4::int2[], $5::uuid[], $6::text[], $7::text[], $8::text[],
                              $9::jsonb[], $10::jsonb[], $11::text[])
-         WHERE (SELECT count(*) FROM locks) >= 0";
+         WHERE (SELECT count(*) FROM locks) >= 0
+        ON CONFLICT (id) DO NOTHING";
     atomically!(conn, async |conn| {
         diesel::sql_query(statement)
             .bind::<Integer, _>(OUTBOX_LOCK_CLASS)
@@ -175,14 +179,28 @@ pub async fn pending_in_shard(
     shard: i16,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StorageError> {
-    Ok(outbox::table
+    pending_in_shard_except(conn, shard, &[], limit).await
+}
+
+/// Like [`pending_in_shard`], skipping the rows of the given ordering keys (keys whose
+/// publishing is paused after a failure: their later rows must wait).
+pub async fn pending_in_shard_except(
+    conn: &mut AsyncPgConnection,
+    shard: i16,
+    paused_keys: &[&str],
+    limit: i64,
+) -> Result<Vec<OutboxRow>, StorageError> {
+    let mut query = outbox::table
         .filter(outbox::shard.eq(shard))
         .filter(outbox::state.eq("pending"))
         .order(outbox::seq.asc())
         .limit(limit)
         .select(OutboxRow::as_select())
-        .load(conn)
-        .await?)
+        .into_boxed();
+    if !paused_keys.is_empty() {
+        query = query.filter(outbox::ordering_key.ne_all(paused_keys));
+    }
+    Ok(query.load(conn).await?)
 }
 
 /// Marks pending rows published (after Pub/Sub acknowledged them); returns how many.
@@ -204,15 +222,15 @@ pub async fn mark_published(
     .await?)
 }
 
-/// Records a failed publish attempt; the row stays pending and keeps its place.
+/// Records a failed publish attempt; the rows stay pending and keep their place.
 pub async fn record_failure(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    ids: &[Uuid],
     error: &str,
 ) -> Result<(), StorageError> {
     diesel::update(
         outbox::table
-            .filter(outbox::id.eq(id))
+            .filter(outbox::id.eq_any(ids))
             .filter(outbox::state.eq("pending")),
     )
     .set((
@@ -294,4 +312,57 @@ pub async fn backlog(conn: &mut AsyncPgConnection) -> Result<Backlog, StorageErr
         oldest_pending,
         dead,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publisher replicas and wake-ups.
+
+/// The channel the outbox insert trigger notifies; the payload lists the shards written to
+/// (comma-separated).
+pub const NOTIFY_CHANNEL: &str = "cls_outbox";
+
+/// The advisory lock class marking a live publisher replica ("CLSM"); the object id is the
+/// backend pid, so each replica's lease connection holds exactly one.
+const MEMBER_LOCK_CLASS: i32 = 0x434c_534d;
+
+/// Registers this session as a live publisher replica until the connection closes.
+pub async fn join_relay(conn: &mut AsyncPgConnection) -> Result<(), StorageError> {
+    diesel::sql_query("SELECT pg_advisory_lock($1, pg_backend_pid())")
+        .bind::<Integer, _>(MEMBER_LOCK_CLASS)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// How many publisher replicas are connected to this database now (sessions that called
+/// [`join_relay`] and are still open).
+pub async fn relay_replicas(conn: &mut AsyncPgConnection) -> Result<i64, StorageError> {
+    let row: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_locks
+          WHERE locktype = 'advisory' AND granted AND classid = $1::oid AND objsubid = 2
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(i64::from(MEMBER_LOCK_CLASS))
+    .get_result(conn)
+    .await?;
+    Ok(row.n)
+}
+
+/// Subscribes this (dedicated) connection to outbox notifications.
+pub async fn listen(conn: &mut AsyncPgConnection) -> Result<(), StorageError> {
+    diesel::sql_query(format!("LISTEN {NOTIFY_CHANNEL}"))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The shards named by a notification payload; unknown text is ignored.
+pub fn notified_shards(payload: &str) -> impl Iterator<Item = i16> + '_ {
+    payload.split(',').filter_map(|s| s.trim().parse().ok())
 }

@@ -27,3 +27,12 @@ pub fn pool(database_url: &str, max_connections: u32) -> PgPool {
         .test_on_check_out(false)
         .build_unchecked(manager)
 }
+
+/// Opens a dedicated connection outside the pool: for session state that must not leak to
+/// other users of a pooled connection (advisory-lock leases, `LISTEN`).
+pub async fn connect(database_url: &str) -> Result<AsyncPgConnection, crate::StorageError> {
+    use diesel_async::AsyncConnection as _;
+    AsyncPgConnection::establish(database_url)
+        .await
+        .map_err(|e| crate::StorageError::Connect(e.to_string()))
+}

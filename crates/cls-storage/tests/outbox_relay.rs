@@ -122,10 +122,10 @@ async fn failures_keep_rows_pending_and_dead_letters_are_kept() {
         .unwrap();
     let shard = outbox_shard(cluster);
 
-    outbox::record_failure(&mut conn, first.id, "UNAVAILABLE: connection refused")
+    outbox::record_failure(&mut conn, &[first.id], "UNAVAILABLE: connection refused")
         .await
         .unwrap();
-    outbox::record_failure(&mut conn, first.id, "UNAVAILABLE: connection refused")
+    outbox::record_failure(&mut conn, &[first.id], "UNAVAILABLE: connection refused")
         .await
         .unwrap();
     let rows = outbox::pending_in_shard(&mut conn, shard, 10)
@@ -195,4 +195,81 @@ async fn pruning_removes_only_old_published_rows_in_batches() {
     );
     let Backlog { pending, .. } = outbox::backlog(&mut conn).await.unwrap();
     assert_eq!(pending, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_keys_are_skipped_and_resubmitted_events_are_written_once() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let a = Uuid::now_v7();
+    let b = (0..10_000)
+        .map(|_| Uuid::now_v7())
+        .find(|b| outbox_shard(*b) == outbox_shard(a))
+        .unwrap();
+    let shard = outbox_shard(a);
+    let events = [event(a, 1), event(b, 1), event(a, 2)];
+    outbox::insert(&mut conn, &events).await.unwrap();
+    // A retried submission of the same events (same ids) adds nothing.
+    outbox::insert(&mut conn, &events).await.unwrap();
+    assert_eq!(
+        outbox::pending_in_shard(&mut conn, shard, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let a_key = a.to_string();
+    let rows = outbox::pending_in_shard_except(&mut conn, shard, &[&a_key], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![events[1].id],
+        "only the other cluster's row while a's key is paused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_counted_per_database_and_leave_with_their_session() {
+    let db = TestDb::new().await;
+    let other_db = TestDb::new().await;
+    let mut first = db.conn().await;
+    let mut second = db.conn().await;
+    let mut elsewhere = other_db.conn().await;
+    outbox::join_relay(&mut first).await.unwrap();
+    outbox::join_relay(&mut elsewhere).await.unwrap();
+    assert_eq!(outbox::relay_replicas(&mut second).await.unwrap(), 1);
+    outbox::join_relay(&mut second).await.unwrap();
+    assert_eq!(outbox::relay_replicas(&mut second).await.unwrap(), 2);
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while outbox::relay_replicas(&mut second).await.unwrap() != 1 {
+        assert!(std::time::Instant::now() < deadline, "replica not gone");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_notify_the_shards_they_wrote_to() {
+    use futures_util::StreamExt as _;
+    let db = TestDb::new().await;
+    let mut listener = db.conn().await;
+    outbox::listen(&mut listener).await.unwrap();
+    let mut conn = db.conn().await;
+    let (a, b) = two_clusters();
+    outbox::insert(&mut conn, &[event(a, 1), event(b, 1), event(a, 2)])
+        .await
+        .unwrap();
+    let mut stream = std::pin::pin!(listener.notifications_stream());
+    let note = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .expect("a notification within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(note.channel, outbox::NOTIFY_CHANNEL);
+    let mut shards: Vec<i16> = outbox::notified_shards(&note.payload).collect();
+    shards.sort_unstable();
+    let mut expected = vec![outbox_shard(a), outbox_shard(b)];
+    expected.sort_unstable();
+    assert_eq!(shards, expected);
 }
