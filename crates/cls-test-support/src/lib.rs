@@ -4,11 +4,14 @@
 //!   migration set. The server is `TEST_DATABASE_URL` or `DATABASE_URL` if set, otherwise a
 //!   throwaway cluster this crate starts with `initdb`/`pg_ctl` (see [`postgres`]).
 //! - [`PubSubEmulator`]: the real Google Pub/Sub emulator on a free port, stopped on drop.
+//! - [`TcpGate`]: a switchable TCP forwarder, to cut clients off a real server and let them back.
 
 pub mod emulator;
+pub mod gate;
 pub mod postgres;
 
 pub use emulator::PubSubEmulator;
+pub use gate::TcpGate;
 pub use postgres::TestDb;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).

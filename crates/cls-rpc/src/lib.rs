@@ -1,0 +1,17 @@
+//! The internal gRPC APIs of CLS (proto files under `proto/`): the generated tonic/prost code,
+//! the conversions between protobuf messages and `cls-domain` types, the optional shared-token
+//! authentication between services, and a server builder that adds `grpc.health.v1` and
+//! server reflection to every service.
+
+pub mod auth;
+pub mod convert;
+pub mod server;
+
+/// `cls.publisher.v1`: the event-publisher's API.
+pub mod publisher {
+    #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("cls.publisher.v1");
+}
+
+/// The encoded descriptors of every CLS proto file, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cls_descriptor");

@@ -1,0 +1,73 @@
+//! A gRPC server with `grpc.health.v1` and server reflection next to the CLS services.
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::codegen::Service;
+use tonic::codegen::http::Request;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+
+/// Routes for one server: add services, then [`serve`].
+#[derive(Debug)]
+pub struct GrpcServer {
+    routes: Routes,
+    health: HealthReporter,
+}
+
+impl GrpcServer {
+    /// Health (every added service reported `SERVING`) and reflection of the CLS protos.
+    pub fn new() -> GrpcServer {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .unwrap_or_else(|e| unreachable!("the embedded descriptors are valid: {e}"));
+        let routes = Routes::new(health_service).add_service(reflection);
+        GrpcServer { routes, health }
+    }
+
+    /// Adds a service and reports it `SERVING` under its own name.
+    pub async fn add<S>(mut self, service: S) -> GrpcServer
+    where
+        S: Service<Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.health.set_serving::<S>().await;
+        self.routes = self.routes.add_service(service);
+        self
+    }
+
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        tonic::transport::Server::builder()
+            .add_routes(self.routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+    }
+}
+
+impl Default for GrpcServer {
+    fn default() -> GrpcServer {
+        GrpcServer::new()
+    }
+}

@@ -1,0 +1,190 @@
+//! Reading typed configuration from environment variables. An invalid value is an error naming
+//! the variable, never a silent default; binaries exit with [`crate::EXIT_CONFIG`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// An invalid configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+pub fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+/// Log output format (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// A set of variables (the process environment, or a map in tests). Blank values count as
+/// unset.
+#[derive(Debug, Clone, Copy)]
+pub struct Vars<'a>(&'a HashMap<String, String>);
+
+impl<'a> Vars<'a> {
+    pub fn new(vars: &'a HashMap<String, String>) -> Vars<'a> {
+        Vars(vars)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    pub fn required(&self, name: &'static str) -> Result<&'a str, ConfigError> {
+        self.get(name).ok_or_else(|| invalid(name, "is required"))
+    }
+
+    pub fn string(&self, name: &str, default: &str) -> String {
+        self.get(name).unwrap_or(default).to_owned()
+    }
+
+    /// A comma-separated list; blank items are skipped.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn boolean(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(invalid(name, "must be true or false")),
+            },
+        }
+    }
+
+    pub fn number<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        let value: T = raw
+            .parse()
+            .map_err(|_| invalid(name, format!("must be a number (got '{raw}')")))?;
+        if !range.contains(&value) {
+            return Err(invalid(
+                name,
+                format!(
+                    "must be between {} and {} (got {value})",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+        Ok(value)
+    }
+
+    /// A duration: humantime (`500ms`, `30s`, `5m`, `2h`) or bare seconds.
+    pub fn duration(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => parse_duration(raw).ok_or_else(|| {
+                invalid(
+                    name,
+                    format!("must be a duration such as 30s or 5m (got '{raw}')"),
+                )
+            }),
+        }
+    }
+
+    /// Like [`Vars::duration`], but never zero.
+    pub fn positive_duration(
+        &self,
+        name: &'static str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = self.duration(name, default)?;
+        if value.is_zero() {
+            return Err(invalid(name, "must be greater than zero"));
+        }
+        Ok(value)
+    }
+
+    pub fn log_format(&self, name: &'static str) -> Result<LogFormat, ConfigError> {
+        match self.get(name).unwrap_or("json") {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            other => Err(invalid(
+                name,
+                format!("must be json or text (got '{other}')"),
+            )),
+        }
+    }
+}
+
+/// Durations: humantime strings (`500ms`, `30s`, `5m`, `2h`) or bare integers meaning seconds.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    match raw.parse::<u64>() {
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(raw).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_and_errors_name_the_variable() {
+        let map: HashMap<String, String> = [
+            ("A", "12"),
+            ("B", "500ms"),
+            ("C", " "),
+            ("D", "x, y,,z"),
+            ("E", "yes"),
+            ("F", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let vars = Vars::new(&map);
+        assert_eq!(vars.number("A", 1u32, 1..=100), Ok(12));
+        assert_eq!(vars.number("A", 1u32, 1..=10).unwrap_err().variable, "A");
+        assert_eq!(
+            vars.duration("B", Duration::ZERO),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(
+            vars.duration("C", Duration::from_secs(3)),
+            Ok(Duration::from_secs(3))
+        );
+        assert_eq!(vars.required("C").unwrap_err().variable, "C");
+        assert_eq!(vars.list("D"), ["x", "y", "z"]);
+        assert_eq!(vars.boolean("E", false), Ok(true));
+        assert_eq!(
+            vars.positive_duration("F", Duration::from_secs(1))
+                .unwrap_err()
+                .variable,
+            "F"
+        );
+        assert!(vars.duration("D", Duration::ZERO).is_err());
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+    }
+}
