@@ -1,0 +1,272 @@
+//! The CLS event-publisher (SPEC §5): relays the transactional outbox to Google Cloud Pub/Sub
+//! — at least once, in commit order per cluster, with any number of replicas — provisions
+//! the topics, prunes published rows, and serves `EventPublisher.Publish` over gRPC.
+//!
+//! `main.rs` loads [`Config`] and calls [`start`]; tests start the same service in-process.
+
+pub mod config;
+pub mod grpc;
+pub mod metrics;
+pub mod pubsub;
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cls_rpc::auth::SharedToken;
+use cls_rpc::publisher::event_publisher_server::EventPublisherServer;
+use cls_rpc::server::GrpcServer;
+use cls_service::admin;
+use cls_storage::{PgPool, outbox};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+use crate::metrics::Metrics;
+use crate::pubsub::PubSub;
+use crate::relay::{Backoff, RelaySettings, Shared};
+
+/// The running service.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    pub metrics: Metrics,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl Running {
+    /// Stops accepting calls, lets in-flight calls and publish batches finish, hands the shard
+    /// leases back, and returns (after at most the shutdown timeout).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(self.shutdown_timeout, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown timed out; exiting with work in flight (it will be redone)");
+        }
+    }
+
+    /// Stops every task at once, as if the process died (tests).
+    pub fn abort(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the relay, topic provisioning, pruning, the gRPC server on `grpc` and the admin
+/// server on `admin`. Neither Postgres nor Pub/Sub need to be up: the service retries and
+/// reports not-ready meanwhile.
+pub async fn start(
+    config: &Config,
+    grpc: TcpListener,
+    admin_listener: TcpListener,
+) -> anyhow::Result<Running> {
+    let grpc_addr = grpc.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let pool = cls_storage::pool(&config.database_url, config.database_max_connections);
+    let metrics = Metrics::new();
+    let pubsub = Arc::new(PubSub::new(config));
+    let backoff = Backoff {
+        initial: config.backoff_initial,
+        max: config.backoff_max,
+    };
+    let shared = Arc::new(Shared::new(
+        pool.clone(),
+        config.database_url.clone(),
+        pubsub.clone(),
+        metrics.clone(),
+        RelaySettings {
+            batch_size: config.batch_size,
+            poll_interval: config.poll_interval,
+            rebalance_interval: config.rebalance_interval,
+            backoff,
+        },
+    ));
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let mut tasks = vec![
+        tokio::spawn(relay::listen(shared.clone(), stopped.clone())),
+        tokio::spawn(relay::lease(shared.clone(), stopped.clone())),
+        tokio::spawn(provision(pubsub.clone(), backoff, stopped.clone())),
+        tokio::spawn(prune(
+            pool.clone(),
+            metrics.clone(),
+            config.retention,
+            config.prune_interval,
+            config.prune_batch,
+            stopped.clone(),
+        )),
+    ];
+
+    let token = SharedToken::from_option(config.shared_token.clone());
+    let service = EventPublisherServer::with_interceptor(
+        grpc::PublishService {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+        },
+        move |request| token.check(request),
+    );
+    let server = GrpcServer::new().add(service).await;
+    let grpc_stop = until_stopped(stopped.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = server.serve(grpc, grpc_stop).await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+
+    let router = admin::router(
+        metrics.registry.clone(),
+        readiness(pool.clone(), pubsub.clone()),
+        Some(before_scrape(pool.clone(), metrics.clone())),
+    );
+    let admin_stop = until_stopped(stopped.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = admin::serve(admin_listener, router, admin_stop).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    }));
+
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        metrics,
+        stop,
+        tasks,
+        shutdown_timeout: config.shutdown_timeout,
+    })
+}
+
+/// Ready when Postgres answers and the Pub/Sub topic can be reached (re-provisioned if it
+/// went missing, e.g. after an emulator restart).
+fn readiness(pool: PgPool, pubsub: Arc<PubSub>) -> admin::Readiness {
+    Arc::new(move || {
+        let pool = pool.clone();
+        let pubsub = pubsub.clone();
+        Box::pin(async move {
+            let mut conn = pool.get().await.map_err(|e| format!("database: {e}"))?;
+            cls_storage::ping(&mut conn)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            drop(conn);
+            match pubsub.check().await {
+                Ok(()) => Ok(()),
+                Err(pubsub::PublishError::TopicMissing(_)) => pubsub
+                    .ensure_topics()
+                    .await
+                    .map_err(|e| format!("pubsub: {e}")),
+                Err(e) => Err(format!("pubsub: {e}")),
+            }
+        })
+    })
+}
+
+/// Samples the outbox backlog and the pool for `/metrics`.
+fn before_scrape(pool: PgPool, metrics: Metrics) -> admin::BeforeScrape {
+    Arc::new(move || {
+        let pool = pool.clone();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            metrics
+                .db_connections
+                .set(i64::from(pool.state().connections));
+            let Ok(mut conn) = pool.get().await else {
+                return;
+            };
+            if let Ok(backlog) = outbox::backlog(&mut conn).await {
+                metrics.pending.set(backlog.pending);
+                metrics.dead.set(backlog.dead);
+                let age = backlog.oldest_pending.map_or(0.0, |t| {
+                    (OffsetDateTime::now_utc() - t).as_seconds_f64().max(0.0)
+                });
+                metrics.oldest_pending_age.set(age);
+            }
+        })
+    })
+}
+
+/// Creates missing topics at start-up, retrying while Pub/Sub is unreachable.
+async fn provision(pubsub: Arc<PubSub>, backoff: Backoff, mut stop: watch::Receiver<bool>) {
+    let mut attempt = 0;
+    loop {
+        match pubsub.ensure_topics().await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot provision Pub/Sub topics yet"),
+        }
+        attempt += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.delay(attempt)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Deletes published rows older than the retention, in small batches.
+async fn prune(
+    pool: PgPool,
+    metrics: Metrics,
+    retention: Duration,
+    interval: Duration,
+    batch: i64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let retention = time::Duration::try_from(retention).unwrap_or(time::Duration::WEEK);
+    loop {
+        let before = OffsetDateTime::now_utc() - retention;
+        loop {
+            let pruned = async {
+                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                outbox::prune_published(&mut conn, before, batch)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match pruned {
+                Ok(n) => {
+                    metrics.pruned.inc_by(n as u64);
+                    if (n as i64) < batch || *stop.borrow() {
+                        break;
+                    }
+                    // Leave room for the relay between batches.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot prune the outbox");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs the service until SIGTERM/SIGINT (the binary's body).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let grpc = TcpListener::bind(("0.0.0.0", config.grpc_port))
+        .await
+        .with_context(|| format!("binding the gRPC port {}", config.grpc_port))?;
+    let admin = TcpListener::bind(("0.0.0.0", config.metrics_port))
+        .await
+        .with_context(|| format!("binding the metrics port {}", config.metrics_port))?;
+    let running = start(&config, grpc, admin).await?;
+    tracing::info!(grpc = %running.grpc_addr, admin = %running.admin_addr, project = %config.project, "event-publisher running");
+    cls_service::shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,557 @@
+//! The outbox relay (SPEC §5.2).
+//!
+//! - **Leases.** Outbox rows carry a shard (hash of `cluster_id`). Each replica keeps one
+//!   dedicated connection on which it holds session advisory locks: one marking it a live
+//!   replica, one per shard it works on. Every `rebalance_interval` it counts the live
+//!   replicas and holds `ceil(SHARDS / replicas)` shards, releasing extras (after their
+//!   current batch) and taking free ones. A replica that dies loses its connection and with
+//!   it every lease, so the others pick its shards up on their next rebalance. If the lease
+//!   connection breaks, every worker is stopped before anything is re-acquired.
+//! - **Workers.** One task per held shard reads pending rows in `seq` order (commit order per
+//!   cluster), publishes them grouped by topic in one request each, waits for Pub/Sub's
+//!   acknowledgement, then marks them published. A failed publish pauses only the ordering
+//!   keys (clusters) in the failed request, with jittered exponential backoff; their later
+//!   rows wait, other clusters go on. A request rejected as invalid is retried message by
+//!   message, and a message rejected on its own is dead-lettered with the error.
+//! - **Wake-ups.** A `LISTEN` connection turns commit notifications into per-shard wake-ups
+//!   within milliseconds; workers also poll every `poll_interval`, and after the listener
+//!   reconnects every shard is woken, so a missed notification costs at most one poll.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cls_domain::event::{OUTBOX_SHARDS, Topic};
+use cls_storage::outbox::{self, OutboxRow};
+use cls_storage::{AsyncPgConnection, PgPool, StorageError};
+use futures_util::StreamExt as _;
+use gcloud_sdk::google::pubsub::v1::PubsubMessage;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::pubsub::{PubSub, PublishError, message};
+
+/// The relay's tunables (from [`crate::Config`]).
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub batch_size: i64,
+    pub poll_interval: Duration,
+    pub rebalance_interval: Duration,
+    pub backoff: Backoff,
+}
+
+/// Jittered exponential backoff: attempt `n` waits between half and all of
+/// `min(max, initial × 2ⁿ⁻¹)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(20);
+        let full = self.initial.saturating_mul(1 << exponent).min(self.max);
+        // Uniform in [full/2, full]: replicas and keys retrying together spread out.
+        let random = (Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+        full.mul_f64(0.5 + random / 2.0)
+    }
+}
+
+/// What every relay task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) pool: PgPool,
+    pub(crate) database_url: String,
+    pub(crate) pubsub: Arc<PubSub>,
+    pub(crate) metrics: Metrics,
+    pub(crate) settings: RelaySettings,
+    /// One wake-up per shard.
+    pub(crate) wakeups: Vec<Notify>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        pool: PgPool,
+        database_url: String,
+        pubsub: Arc<PubSub>,
+        metrics: Metrics,
+        settings: RelaySettings,
+    ) -> Shared {
+        Shared {
+            pool,
+            database_url,
+            pubsub,
+            metrics,
+            settings,
+            wakeups: (0..OUTBOX_SHARDS).map(|_| Notify::new()).collect(),
+        }
+    }
+
+    fn wake(&self, shard: i16) {
+        if let Some(notify) = usize::try_from(shard)
+            .ok()
+            .and_then(|s| self.wakeups.get(s))
+        {
+            notify.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        for notify in &self.wakeups {
+            notify.notify_one();
+        }
+    }
+}
+
+/// Sleeps `duration`, or less if `stop` turns true; returns whether to stop.
+async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications.
+
+/// Turns outbox commit notifications into shard wake-ups; reconnects with backoff.
+pub(crate) async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut attempt = 0;
+    loop {
+        let connected = async {
+            let mut conn = cls_storage::connect(&shared.database_url).await?;
+            outbox::listen(&mut conn).await?;
+            Ok::<_, StorageError>(conn)
+        }
+        .await;
+        match connected {
+            Ok(mut conn) => {
+                attempt = 0;
+                // Anything committed while we were not listening.
+                shared.wake_all();
+                let mut notifications = std::pin::pin!(conn.notifications_stream());
+                loop {
+                    tokio::select! {
+                        note = notifications.next() => match note {
+                            Some(Ok(note)) => {
+                                for shard in outbox::notified_shards(&note.payload) {
+                                    shared.wake(shard);
+                                }
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "outbox listener connection lost");
+                                break;
+                            }
+                            None => break,
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for outbox notifications"),
+        }
+        attempt += 1;
+        if sleep_or_stop(shared.settings.backoff.delay(attempt), &mut stop).await {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leases.
+
+struct Worker {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// Holds this replica's fair share of shard leases and runs a worker per held shard.
+pub(crate) async fn lease(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut attempt = 0;
+    loop {
+        let mut held: BTreeMap<i16, Worker> = BTreeMap::new();
+        match cls_storage::connect(&shared.database_url).await {
+            Ok(mut conn) => {
+                attempt = 0;
+                let lost = loop {
+                    if let Err(e) = rebalance(&shared, &mut conn, &mut held).await {
+                        break e;
+                    }
+                    if sleep_or_stop(shared.settings.rebalance_interval, &mut stop).await {
+                        // Orderly: let each worker finish its batch, then hand its shard back.
+                        stop_workers(&mut held).await;
+                        for shard in 0..OUTBOX_SHARDS {
+                            let _ = outbox::unlock_shard(&mut conn, shard).await;
+                        }
+                        shared.metrics.shards_held.set(0);
+                        return;
+                    }
+                };
+                tracing::warn!(error = %lost, "shard lease connection lost; stopping workers");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open the shard lease connection"),
+        }
+        // The leases went with the connection: no worker may go on without one.
+        stop_workers(&mut held).await;
+        shared.metrics.shards_held.set(0);
+        attempt += 1;
+        if sleep_or_stop(shared.settings.backoff.delay(attempt), &mut stop).await {
+            return;
+        }
+    }
+}
+
+async fn stop_workers(held: &mut BTreeMap<i16, Worker>) {
+    for worker in held.values() {
+        let _ = worker.stop.send(true);
+    }
+    for (_, worker) in std::mem::take(held) {
+        let _ = worker.handle.await;
+    }
+}
+
+/// The number of shards each of `replicas` live replicas should hold.
+pub fn fair_share(replicas: i64) -> usize {
+    let shards = i64::from(OUTBOX_SHARDS);
+    usize::try_from((shards + replicas.max(1) - 1) / replicas.max(1)).unwrap_or(1)
+}
+
+async fn rebalance(
+    shared: &Arc<Shared>,
+    conn: &mut AsyncPgConnection,
+    held: &mut BTreeMap<i16, Worker>,
+) -> Result<(), StorageError> {
+    outbox::join_relay(conn).await?;
+    let target = fair_share(outbox::relay_replicas(conn).await?);
+    // Give back extras first, so a newcomer finds free shards on its next round.
+    while held.len() > target {
+        let Some((shard, worker)) = held.pop_last() else {
+            break;
+        };
+        let _ = worker.stop.send(true);
+        let _ = worker.handle.await;
+        outbox::unlock_shard(conn, shard).await?;
+        tracing::info!(shard, "released outbox shard");
+    }
+    if held.len() < target {
+        // Start at a different shard per replica so replicas don't contend for the same ones.
+        let offset = (std::process::id() as usize + Uuid::new_v4().as_u128() as usize)
+            % OUTBOX_SHARDS as usize;
+        for i in 0..OUTBOX_SHARDS as usize {
+            if held.len() >= target {
+                break;
+            }
+            let shard = ((offset + i) % OUTBOX_SHARDS as usize) as i16;
+            if held.contains_key(&shard) || !outbox::try_lock_shard(conn, shard).await? {
+                continue;
+            }
+            tracing::info!(shard, "leased outbox shard");
+            let (stop, stopped) = watch::channel(false);
+            let handle = tokio::spawn(work(shared.clone(), shard, stopped));
+            held.insert(shard, Worker { stop, handle });
+        }
+    }
+    shared
+        .metrics
+        .shards_held
+        .set(i64::try_from(held.len()).unwrap_or(0));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers.
+
+/// An ordering key (cluster) whose publishing is paused after a failure.
+#[derive(Debug, Clone, Copy)]
+struct Pause {
+    until: Instant,
+    attempts: u32,
+}
+
+/// Publishes one shard's rows until told to stop.
+async fn work(shared: Arc<Shared>, shard: i16, mut stop: watch::Receiver<bool>) {
+    let mut paused: HashMap<String, Pause> = HashMap::new();
+    let mut db_attempt = 0;
+    let notify = &shared.wakeups[usize::try_from(shard).unwrap_or(0)];
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let now = Instant::now();
+        let waiting: Vec<&str> = paused
+            .iter()
+            .filter(|(_, p)| p.until > now)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let rows = match fetch(&shared, shard, &waiting).await {
+            Ok(rows) => {
+                db_attempt = 0;
+                rows
+            }
+            Err(e) => {
+                db_attempt += 1;
+                tracing::warn!(shard, error = %e, "cannot read the outbox");
+                if sleep_or_stop(shared.settings.backoff.delay(db_attempt), &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            let next_retry = paused
+                .values()
+                .map(|p| p.until.saturating_duration_since(now))
+                .min()
+                .unwrap_or(shared.settings.poll_interval)
+                .min(shared.settings.poll_interval);
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(next_retry) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        publish_rows(&shared, rows, &mut paused).await;
+    }
+}
+
+async fn fetch(
+    shared: &Shared,
+    shard: i16,
+    paused_keys: &[&str],
+) -> Result<Vec<OutboxRow>, anyhow::Error> {
+    let mut conn = shared.pool.get().await?;
+    Ok(
+        outbox::pending_in_shard_except(&mut conn, shard, paused_keys, shared.settings.batch_size)
+            .await?,
+    )
+}
+
+/// Rows of one topic with their messages, in `seq` order.
+type Batch = Vec<(OutboxRow, PubsubMessage)>;
+
+/// What happened to each row of a batch.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Id, ordering key, topic and commit time of each acknowledged row.
+    published: Vec<(Uuid, String, Topic, OffsetDateTime)>,
+    /// Ordering keys to pause, with the error and the ids of their failed rows.
+    failed: Vec<(String, String, Vec<Uuid>, Topic)>,
+    dead: Vec<(Uuid, Option<Topic>, String)>,
+}
+
+async fn publish_rows(shared: &Shared, rows: Vec<OutboxRow>, paused: &mut HashMap<String, Pause>) {
+    let mut groups: BTreeMap<&'static str, (Topic, Batch)> = BTreeMap::new();
+    let mut outcome = Outcome::default();
+    for row in rows {
+        let Some(topic) = Topic::parse(&row.topic) else {
+            let error = format!("unknown topic '{}'", row.topic);
+            outcome.dead.push((row.id, None, error));
+            continue;
+        };
+        match message(
+            &row.body,
+            &row.attributes,
+            &row.ordering_key,
+            row.traceparent.as_deref(),
+        ) {
+            Ok(m) => groups
+                .entry(topic.as_str())
+                .or_insert_with(|| (topic, Vec::new()))
+                .1
+                .push((row, m)),
+            Err(error) => outcome.dead.push((row.id, Some(topic), error)),
+        }
+    }
+    let results = futures_util::future::join_all(
+        groups
+            .into_values()
+            .map(|(topic, batch)| publish_group(shared, topic, batch)),
+    )
+    .await;
+    for result in results {
+        outcome.published.extend(result.published);
+        outcome.failed.extend(result.failed);
+        outcome.dead.extend(result.dead);
+    }
+    settle(shared, outcome, paused).await;
+}
+
+/// Publishes one topic's messages in one request; on rejection, one message at a time.
+async fn publish_group(shared: &Shared, topic: Topic, batch: Batch) -> Outcome {
+    let mut outcome = Outcome::default();
+    let messages: Vec<PubsubMessage> = batch.iter().map(|(_, m)| m.clone()).collect();
+    match timed_publish(shared, topic, messages).await {
+        Ok(()) => {
+            outcome.published = batch
+                .iter()
+                .map(|(row, _)| (row.id, row.ordering_key.clone(), topic, row.created_at))
+                .collect();
+        }
+        Err(PublishError::Rejected(error)) if batch.len() == 1 => {
+            outcome.dead.push((batch[0].0.id, Some(topic), error));
+        }
+        Err(PublishError::Rejected(error)) => {
+            tracing::warn!(%error, "batch rejected; publishing its messages one by one");
+            let mut stopped_keys: Vec<String> = Vec::new();
+            for (row, m) in batch {
+                if stopped_keys.contains(&row.ordering_key) {
+                    // A transient failure earlier in this key: its later rows wait.
+                    continue;
+                }
+                match timed_publish(shared, topic, vec![m]).await {
+                    Ok(()) => outcome.published.push((
+                        row.id,
+                        row.ordering_key.clone(),
+                        topic,
+                        row.created_at,
+                    )),
+                    Err(PublishError::Rejected(error)) => {
+                        outcome.dead.push((row.id, Some(topic), error));
+                    }
+                    Err(e) => {
+                        stopped_keys.push(row.ordering_key.clone());
+                        outcome
+                            .failed
+                            .push((row.ordering_key, e.to_string(), vec![row.id], topic));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            if matches!(e, PublishError::TopicMissing(_)) {
+                tracing::warn!(error = %e, "topic missing; provisioning it again");
+                if let Err(e) = shared.pubsub.ensure_topics().await {
+                    tracing::warn!(error = %e, "cannot provision topics");
+                }
+            }
+            let mut by_key: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
+            for (row, _) in &batch {
+                by_key
+                    .entry(row.ordering_key.clone())
+                    .or_default()
+                    .push(row.id);
+            }
+            let error = e.to_string();
+            outcome.failed = by_key
+                .into_iter()
+                .map(|(key, ids)| (key, error.clone(), ids, topic))
+                .collect();
+        }
+    }
+    outcome
+}
+
+async fn timed_publish(
+    shared: &Shared,
+    topic: Topic,
+    messages: Vec<PubsubMessage>,
+) -> Result<(), PublishError> {
+    let started = Instant::now();
+    let result = shared.pubsub.publish(topic, messages).await;
+    shared
+        .metrics
+        .publish_duration
+        .with_label_values(&[topic.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Records the outcome of a batch in the outbox, the pause table and the metrics.
+async fn settle(shared: &Shared, outcome: Outcome, paused: &mut HashMap<String, Pause>) {
+    let now = OffsetDateTime::now_utc();
+    let metrics = &shared.metrics;
+    let mut conn = match shared.pool.get().await {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            // Published rows stay pending and go out again later (at least once).
+            tracing::warn!(error = %e, "cannot record publish results");
+            None
+        }
+    };
+    if !outcome.published.is_empty() {
+        let ids: Vec<Uuid> = outcome.published.iter().map(|(id, ..)| *id).collect();
+        if let Some(conn) = conn.as_mut()
+            && let Err(e) = outbox::mark_published(conn, &ids, now).await
+        {
+            tracing::warn!(error = %e, "cannot mark rows published; they will be sent again");
+        }
+        for (_, _, topic, created_at) in &outcome.published {
+            metrics.published.with_label_values(&[topic.as_str()]).inc();
+            metrics
+                .commit_to_publish
+                .observe((now - *created_at).as_seconds_f64().max(0.0));
+        }
+    }
+    // Success for a key ends its pause; failure (below) starts or extends it.
+    for (_, key, _, _) in &outcome.published {
+        paused.remove(key);
+    }
+    for (key, error, ids, topic) in outcome.failed {
+        metrics
+            .failed
+            .with_label_values(&[topic.as_str()])
+            .inc_by(ids.len() as u64);
+        let attempts = paused.get(&key).map_or(0, |p| p.attempts) + 1;
+        let delay = shared.settings.backoff.delay(attempts);
+        tracing::warn!(ordering_key = %key, attempts, retry_in = ?delay, %error, "publish failed");
+        paused.insert(
+            key,
+            Pause {
+                until: Instant::now() + delay,
+                attempts,
+            },
+        );
+        if let Some(conn) = conn.as_mut() {
+            let _ = outbox::record_failure(conn, &ids, &error).await;
+        }
+    }
+    for (id, topic, error) in outcome.dead {
+        tracing::error!(event_id = %id, %error, "event rejected by Pub/Sub; dead-lettered");
+        let label = topic.map_or("unknown", Topic::as_str);
+        metrics.dead_lettered.with_label_values(&[label]).inc();
+        if let Some(conn) = conn.as_mut()
+            && let Err(e) = outbox::dead_letter(conn, id, &error).await
+        {
+            tracing::warn!(error = %e, "cannot dead-letter a row; it stays pending");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for _ in 0..100 {
+            let first = b.delay(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let fourth = b.delay(4);
+            assert!(fourth >= Duration::from_millis(400) && fourth <= Duration::from_millis(800));
+            assert!(b.delay(30) <= Duration::from_secs(2));
+        }
+        let spread: std::collections::HashSet<Duration> = (0..20).map(|_| b.delay(3)).collect();
+        assert!(spread.len() > 1, "jittered");
+    }
+
+    #[test]
+    fn shares_cover_every_shard() {
+        assert_eq!(fair_share(1), 32);
+        assert_eq!(fair_share(2), 16);
+        assert_eq!(fair_share(3), 11);
+        assert_eq!(fair_share(0), 32);
+        assert!(fair_share(40) >= 1);
+    }
+}
