@@ -1,0 +1,337 @@
+//! The event-publisher benchmark, run by `cargo xtask bench` (release build):
+//!
+//! - **baseline**: a minimal Rust publisher (gcloud-sdk, no outbox, no database) publishing
+//!   the same messages to the same emulator, 32 concurrent tasks in batches of 500;
+//! - **relay throughput** with one and with two replicas: a backlog of events committed in one
+//!   transaction, timed from commit until Pub/Sub acknowledged every one;
+//! - **commit → receipt latency** at a steady 500 changes/s, measured by a streaming-pull
+//!   subscriber in the same process.
+//!
+//! Usage: `relay_bench OUT.json`. Starts its own Postgres cluster and Pub/Sub emulator.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    reason = "a benchmark driver"
+)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
+use cls_storage::outbox;
+use cls_test_support::PubSubEmulator;
+use cls_test_support::emulator::PROJECT;
+use cls_test_support::postgres::{ensure_cluster, pg_tool, stop_cluster};
+use event_publisher::{Config, Running};
+use gcloud_sdk::google::pubsub::v1::publisher_client::PublisherClient;
+use gcloud_sdk::google::pubsub::v1::subscriber_client::SubscriberClient;
+use gcloud_sdk::google::pubsub::v1::{
+    PublishRequest, PubsubMessage, StreamingPullRequest, Subscription, Topic,
+};
+use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const BACKLOG: usize = 20_000;
+const CLUSTERS: usize = 64;
+const RATE: u64 = 500;
+const LATENCY_SECONDS: u64 = 10;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "relay-bench.json".into());
+    let dir = std::env::temp_dir().join("cls-bench-relay-pg");
+    let admin_url = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || ensure_cluster(&dir, None, &["max_connections=200", "shared_buffers=256MB"])
+    })
+    .await??;
+    let port = admin_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .unwrap_or("5432")
+        .to_owned();
+    for sql in [
+        "DROP DATABASE IF EXISTS cls_relay_bench",
+        "CREATE DATABASE cls_relay_bench",
+    ] {
+        let status = pg_tool("psql")?
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-qc", sql])
+            .status()?;
+        anyhow::ensure!(status.success(), "psql failed: {sql}");
+    }
+    let url = format!("postgres://postgres@127.0.0.1:{port}/cls_relay_bench");
+    cls_storage::migrate::run(&url).await?;
+    let emulator = tokio::task::spawn_blocking(PubSubEmulator::start).await??;
+    let result = run(&url, &emulator.host()).await;
+    drop(emulator);
+    let _ = tokio::task::spawn_blocking(move || stop_cluster(&dir)).await;
+    let result = result?;
+    std::fs::write(&out, serde_json::to_string_pretty(&result)?)?;
+    println!("{result}");
+    Ok(())
+}
+
+async fn run(url: &str, host: &str) -> anyhow::Result<serde_json::Value> {
+    let anonymous =
+        || gcloud_sdk::google_cloud_auth::credentials::anonymous::Builder::new().build();
+    let endpoint = format!("http://{host}");
+    let publisher: GoogleApi<PublisherClient<GoogleAuthMiddleware>> =
+        GoogleApi::from_function_with_credentials(
+            PublisherClient::new,
+            &endpoint,
+            None,
+            anonymous(),
+        )
+        .await?;
+    let subscriber: GoogleApi<SubscriberClient<GoogleAuthMiddleware>> =
+        GoogleApi::from_function_with_credentials(
+            SubscriberClient::new,
+            &endpoint,
+            None,
+            anonymous(),
+        )
+        .await?;
+
+    let clusters: Vec<Uuid> = (0..CLUSTERS).map(|_| Uuid::new_v4()).collect();
+    let events = |n: usize| -> Vec<Envelope> {
+        (0..n)
+            .map(|i| event(clusters[i % CLUSTERS], (i / CLUSTERS) as i64 + 1))
+            .collect()
+    };
+
+    // Baseline: the emulator's own rate for the same messages, without the outbox.
+    let baseline_topic = format!("projects/{PROJECT}/topics/bench-baseline");
+    publisher
+        .get()
+        .create_topic(Topic {
+            name: baseline_topic.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let messages: Vec<PubsubMessage> = events(BACKLOG)
+        .iter()
+        .map(|e| PubsubMessage {
+            data: serde_json::to_vec(&e.body).unwrap(),
+            attributes: e.attributes.clone().into_iter().collect(),
+            ordering_key: e.ordering_key.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for chunk in messages.chunks(BACKLOG.div_ceil(32)) {
+        let (client, topic, chunk) = (publisher.get(), baseline_topic.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut client = client;
+            for batch in chunk.chunks(500) {
+                client
+                    .publish(PublishRequest {
+                        topic: topic.clone(),
+                        messages: batch.to_vec(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let baseline_rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
+    println!("baseline: {baseline_rate:.0} msg/s");
+
+    // Relay throughput, one and two replicas.
+    let mut relay_rates = Vec::new();
+    for replicas in [1usize, 2] {
+        let mut running = Vec::new();
+        for _ in 0..replicas {
+            running.push(start(url, host).await?);
+        }
+        wait_for_shards(&running).await;
+        let backlog = events(BACKLOG);
+        let mut conn = cls_storage::connect(url).await?;
+        let started = Instant::now();
+        use diesel_async::AsyncConnection as _;
+        conn.transaction(async |conn| {
+            for chunk in backlog.chunks(1000) {
+                outbox::insert(conn, chunk).await?;
+            }
+            Ok::<_, cls_storage::StorageError>(())
+        })
+        .await?;
+        loop {
+            if outbox::backlog(&mut conn).await?.pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
+        println!("relay, {replicas} replica(s): {rate:.0} events/s");
+        relay_rates.push(rate);
+        for r in running {
+            r.shutdown().await;
+        }
+    }
+
+    // Commit → receipt latency at a steady rate, one replica.
+    let topic = format!("projects/{PROJECT}/topics/cluster-events");
+    let subscription = format!("projects/{PROJECT}/subscriptions/bench-latency");
+    subscriber
+        .get()
+        .create_subscription(Subscription {
+            name: subscription.clone(),
+            topic,
+            ack_deadline_seconds: 60,
+            enable_message_ordering: true,
+            ..Default::default()
+        })
+        .await?;
+    let relay = start(url, host).await?;
+    wait_for_shards(std::slice::from_ref(&relay)).await;
+    let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let (tx, rx) = tokio::sync::mpsc::channel::<StreamingPullRequest>(64);
+    tx.send(StreamingPullRequest {
+        subscription: subscription.clone(),
+        stream_ack_deadline_seconds: 60,
+        client_id: "bench".into(),
+        ..Default::default()
+    })
+    .await?;
+    let mut inbound = subscriber
+        .get()
+        .streaming_pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let receiver = {
+        let (committed, latencies, tx) = (committed.clone(), latencies.clone(), tx.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(response)) = inbound.message().await {
+                let now = Instant::now();
+                let mut ack_ids = Vec::new();
+                for m in response.received_messages {
+                    ack_ids.push(m.ack_id);
+                    let id = m
+                        .message
+                        .map(|m| m.attributes.get("ce-id").cloned().unwrap_or_default())
+                        .unwrap_or_default();
+                    // The writer records the commit right after it returns; wait for it.
+                    for _ in 0..100 {
+                        if let Some(at) = committed.lock().unwrap().get(&id) {
+                            latencies
+                                .lock()
+                                .unwrap()
+                                .push(now.saturating_duration_since(*at));
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                }
+                let _ = tx
+                    .send(StreamingPullRequest {
+                        ack_ids,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        })
+    };
+    let total = (RATE * LATENCY_SECONDS) as usize;
+    let writers = 4;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (url, committed, clusters) = (url.to_owned(), committed.clone(), clusters.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = cls_storage::connect(&url).await.unwrap();
+            let period = Duration::from_micros(1_000_000 * writers as u64 / RATE);
+            let mut tick = tokio::time::interval(period);
+            for i in 0..total / writers {
+                tick.tick().await;
+                let e = event(clusters[(i * writers + w) % CLUSTERS], i as i64 + 1);
+                outbox::insert(&mut conn, std::slice::from_ref(&e))
+                    .await
+                    .unwrap();
+                committed
+                    .lock()
+                    .unwrap()
+                    .insert(e.id.to_string(), Instant::now());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latencies.lock().unwrap().len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    receiver.abort();
+    relay.shutdown().await;
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(serde_json::json!({
+        "backlog_events": BACKLOG,
+        "baseline_msgs_per_s": baseline_rate,
+        "relay_events_per_s_1_replica": relay_rates[0],
+        "relay_events_per_s_2_replicas": relay_rates[1],
+        "latency_rate_per_s": RATE,
+        "latency_events_sent": total,
+        "latency_events_received": latencies.len(),
+        "latency_p50_ms": pct(0.50),
+        "latency_p99_ms": pct(0.99),
+    }))
+}
+
+fn event(cluster_id: Uuid, generation: i64) -> Envelope {
+    LifecycleEvent {
+        id: Uuid::now_v7(),
+        resource: ResourceRef::Cluster { cluster_id },
+        action: LifecycleAction::Updated,
+        generation,
+        timestamp: OffsetDateTime::now_utc(),
+        traceparent: None,
+    }
+    .envelope()
+}
+
+async fn start(url: &str, host: &str) -> anyhow::Result<Running> {
+    let vars: HashMap<String, String> = [
+        ("DATABASE_URL", url),
+        ("PUBSUB_EMULATOR_HOST", host),
+        ("GOOGLE_CLOUD_PROJECT", PROJECT),
+        ("OUTBOX_REBALANCE_INTERVAL", "300ms"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config = Config::from_vars(&vars)?;
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    event_publisher::start(&config, grpc, admin).await
+}
+
+/// Waits until the replicas hold every shard between them, evenly.
+async fn wait_for_shards(running: &[Running]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let held: Vec<i64> = running
+            .iter()
+            .map(|r| r.metrics.shards_held.get())
+            .collect();
+        if held.iter().sum::<i64>() == 32 && held.iter().all(|h| *h == 32 / running.len() as i64) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
