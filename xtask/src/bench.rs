@@ -22,7 +22,61 @@ const THREADS: &str = "2";
 const USER: &str = "bench@example.com";
 const LIST_SIZE: u64 = 10_000;
 
-pub(crate) fn bench(sh: &Shell) -> anyhow::Result<()> {
+/// What to measure: `all`, `gateway` or `publisher`. A section not measured is kept from the
+/// existing `docs/benchmarks.md`.
+pub(crate) fn bench(sh: &Shell, what: &str) -> anyhow::Result<()> {
+    if !matches!(what, "all" | "gateway" | "publisher") {
+        bail!("usage: cargo xtask bench [all|gateway|publisher]");
+    }
+    let path = super::project_root().join("docs/benchmarks.md");
+    let existing = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut gateway_section = section(&existing, "## api-gateway");
+    let mut publisher_section = section(&existing, "## event-publisher");
+    if matches!(what, "all" | "gateway") {
+        gateway_section = gateway(sh)?;
+    }
+    if matches!(what, "all" | "publisher") {
+        publisher_section = crate::bench_publisher::publisher(sh)?;
+    }
+    let mut out = String::new();
+    writeln!(out, "# Benchmarks")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Written by `cargo xtask bench {what}` on {} (git {}).",
+        now_rfc3339(),
+        git_sha(sh)
+    )?;
+    writeln!(
+        out,
+        "Machine: {} cores; clients, servers, Postgres and the Pub/Sub emulator share them, so compare ratios, not absolute numbers.",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )?;
+    writeln!(out)?;
+    for part in [gateway_section, publisher_section] {
+        if !part.is_empty() {
+            out.push_str(part.trim_end());
+            out.push_str("\n\n");
+        }
+    }
+    std::fs::write(&path, out.trim_end().to_owned() + "\n")?;
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// The text of a `## ` section of a Markdown document (heading included), or "".
+fn section(doc: &str, heading: &str) -> String {
+    let Some(start) = doc.find(heading) else {
+        return String::new();
+    };
+    let rest = &doc[start..];
+    let end = rest[heading.len()..]
+        .find("\n## ")
+        .map_or(rest.len(), |i| i + heading.len() + 1);
+    rest[..end].to_owned()
+}
+
+fn gateway(sh: &Shell) -> anyhow::Result<String> {
     let wrk = which("wrk").context("wrk is needed: apt-get install wrk")?;
     let bin = pg_bindir()?;
     cmd!(
@@ -62,10 +116,7 @@ pub(crate) fn bench(sh: &Shell) -> anyhow::Result<()> {
     let stopped = stop_cluster(&pg_dir);
     let report = result?;
     stopped?;
-    let path = super::project_root().join("docs/benchmarks.md");
-    std::fs::write(&path, report)?;
-    eprintln!("bench: wrote {}", path.display());
-    Ok(())
+    Ok(report)
 }
 
 fn run_benchmarks(
@@ -176,25 +227,12 @@ fn run_benchmarks(
     gateway.stop();
 
     let mut out = String::new();
-    writeln!(out, "# Benchmarks")?;
+    writeln!(out, "## api-gateway")?;
     writeln!(out)?;
-    writeln!(
-        out,
-        "Written by `cargo xtask bench` on {} (git {}).",
-        now_rfc3339(),
-        git_sha(sh)
-    )?;
-    writeln!(
-        out,
-        "Machine: {} cores; client (wrk, pgbench), server and Postgres share them, so compare ratios, not absolute numbers.",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    )?;
     writeln!(
         out,
         "Each run: {DURATION}, {CONNECTIONS} connections, {THREADS} client threads, over loopback; release build; one throwaway Postgres 15 for both sides."
     )?;
-    writeln!(out)?;
-    writeln!(out, "## api-gateway")?;
     writeln!(out)?;
     writeln!(
         out,
@@ -463,7 +501,7 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| super::project_root().join("target"), PathBuf::from)
 }

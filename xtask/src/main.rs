@@ -10,6 +10,7 @@
 //! - `bench`: performance against same-run baselines, written to `docs/benchmarks.md`.
 
 mod bench;
+mod bench_publisher;
 mod pg;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,8 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <ci | bench | db [migrate|reset|stop]>";
+const USAGE: &str =
+    "usage: cargo xtask <ci | bench [all|gateway|publisher] | db [migrate|reset|stop]>";
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,7 +41,8 @@ fn run() -> anyhow::Result<()> {
         ["ci"] => ci(&sh),
         ["db"] | ["db", "migrate"] => db_migrate(&sh),
         ["db", "reset"] => db_reset(&sh),
-        ["bench"] => bench::bench(&sh),
+        ["bench"] => bench::bench(&sh, "all"),
+        ["bench", what] => bench::bench(&sh, what),
         ["db", "stop"] => pg::stop(&pg::dev_dir()),
         ["help" | "--help" | "-h"] => {
             eprintln!("{USAGE}");

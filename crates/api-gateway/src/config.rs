@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cls_domain::identity::{DEFAULT_CONTROLLER_IDENTITY, parse_controller_identities};
+pub use cls_service::config::{ConfigError, LogFormat, parse_duration};
+use cls_service::config::{Vars, invalid};
 
 /// Environment variable names, in one place.
 pub mod env {
@@ -58,12 +60,6 @@ pub struct JwtConfig {
     pub leeway: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub database_url: String,
@@ -85,21 +81,6 @@ pub struct Config {
     pub http_workers: usize,
 }
 
-/// An invalid configuration value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {variable}: {message}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable,
-        message: message.into(),
-    }
-}
-
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -107,26 +88,20 @@ impl Config {
     }
 
     /// Reads the given variables (tests pass a map instead of mutating the environment).
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let database_url = get(env::DATABASE_URL)
-            .ok_or_else(|| invalid(env::DATABASE_URL, "is required"))?
-            .to_owned();
+    pub fn from_vars(map: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let vars = Vars::new(map);
+        let get = |name: &str| vars.get(name);
+        let database_url = vars.required(env::DATABASE_URL)?.to_owned();
         let controller_identities = match get(env::CONTROLLER_IDENTITIES) {
             None => vec![DEFAULT_CONTROLLER_IDENTITY.to_owned()],
             Some(raw) => parse_controller_identities(raw)
                 .map_err(|message| invalid(env::CONTROLLER_IDENTITIES, message))?,
         };
-        let disable_auth = match get(env::DISABLE_AUTH) {
-            None => false,
-            Some(v) => {
-                parse_bool(v).ok_or_else(|| invalid(env::DISABLE_AUTH, "must be true or false"))?
-            }
-        };
+        let disable_auth = vars.boolean(env::DISABLE_AUTH, false)?;
         let auth = match (get(env::AUTH_MODE), disable_auth) {
             (None | Some("disabled"), true) | (Some("disabled"), false) => AuthMode::Disabled,
             (None | Some("header"), false) => AuthMode::Header,
-            (Some("jwt"), false) => AuthMode::Jwt(jwt_config(&get)?),
+            (Some("jwt"), false) => AuthMode::Jwt(jwt_config(&vars)?),
             (Some(mode @ ("header" | "jwt")), true) => {
                 return Err(invalid(
                     env::DISABLE_AUTH,
@@ -140,15 +115,7 @@ impl Config {
                 ));
             }
         };
-        let cors_allowed_origins: Vec<String> = get(env::CORS_ALLOWED_ORIGINS)
-            .map(|raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let cors_allowed_origins = vars.list(env::CORS_ALLOWED_ORIGINS);
         if cors_allowed_origins.len() > 1 && cors_allowed_origins.iter().any(|o| o == "*") {
             return Err(invalid(
                 env::CORS_ALLOWED_ORIGINS,
@@ -175,21 +142,12 @@ impl Config {
                 ),
             ));
         }
-        let log_format = match get(env::LOG_FORMAT).unwrap_or("json") {
-            "json" => LogFormat::Json,
-            "text" => LogFormat::Text,
-            other => {
-                return Err(invalid(
-                    env::LOG_FORMAT,
-                    format!("must be json or text (got '{other}')"),
-                ));
-            }
-        };
+        let log_format = vars.log_format(env::LOG_FORMAT)?;
         Ok(Config {
             database_url,
-            database_max_connections: number(&get, env::DATABASE_MAX_CONNECTIONS, 16, 1..=1000)?,
-            port: number(&get, env::PORT, 8080, 0..=65535)?,
-            metrics_port: number(&get, env::METRICS_PORT, 8081, 0..=65535)?,
+            database_max_connections: vars.number(env::DATABASE_MAX_CONNECTIONS, 16, 1..=1000)?,
+            port: vars.number(env::PORT, 8080, 0..=65535)?,
+            metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
             log_level: get(env::LOG_LEVEL).unwrap_or("info").to_owned(),
             log_format,
             auth,
@@ -199,10 +157,10 @@ impl Config {
                 .unwrap_or("4.16.0")
                 .to_owned(),
             default_channel_group,
-            request_timeout: duration(&get, env::REQUEST_TIMEOUT, Duration::from_secs(30))?,
-            shutdown_timeout: duration(&get, env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
-            idempotency_ttl: duration(&get, env::IDEMPOTENCY_TTL, Duration::from_secs(24 * 3600))?,
-            http_workers: number(&get, env::HTTP_WORKERS, default_workers(), 1..=256)?,
+            request_timeout: vars.duration(env::REQUEST_TIMEOUT, Duration::from_secs(30))?,
+            shutdown_timeout: vars.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
+            idempotency_ttl: vars.duration(env::IDEMPOTENCY_TTL, Duration::from_secs(24 * 3600))?,
+            http_workers: vars.number(env::HTTP_WORKERS, default_workers(), 1..=256)?,
         })
     }
 }
@@ -211,7 +169,8 @@ fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-fn jwt_config<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<JwtConfig, ConfigError> {
+fn jwt_config(vars: &Vars<'_>) -> Result<JwtConfig, ConfigError> {
+    let get = |name: &str| vars.get(name);
     let jwks = match (get(env::JWT_JWKS_FILE), get(env::JWT_JWKS_URL)) {
         (Some(file), None) => JwksSource::File(PathBuf::from(file)),
         (None, Some(url)) if url.starts_with("https://") || url.starts_with("http://") => {
@@ -231,15 +190,7 @@ fn jwt_config<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<JwtConfig, C
             ));
         }
     };
-    let issuers: Vec<String> = get(env::JWT_ISSUERS)
-        .map(|raw| {
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let issuers = vars.list(env::JWT_ISSUERS);
     if issuers.is_empty() {
         return Err(invalid(
             env::JWT_ISSUERS,
@@ -252,68 +203,8 @@ fn jwt_config<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<JwtConfig, C
         jwks,
         issuers,
         audience: audience.to_owned(),
-        leeway: duration(get, env::JWT_LEEWAY, Duration::from_secs(30))?,
+        leeway: vars.duration(env::JWT_LEEWAY, Duration::from_secs(30))?,
     })
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Some(true),
-        "false" | "0" | "no" => Some(false),
-        _ => None,
-    }
-}
-
-fn number<'a, T>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-    variable: &'static str,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(raw) = get(variable) else {
-        return Ok(default);
-    };
-    let value: T = raw
-        .parse()
-        .map_err(|_| invalid(variable, format!("must be a number (got '{raw}')")))?;
-    if !range.contains(&value) {
-        return Err(invalid(
-            variable,
-            format!(
-                "must be between {} and {} (got {value})",
-                range.start(),
-                range.end()
-            ),
-        ));
-    }
-    Ok(value)
-}
-
-/// Durations: humantime strings (`500ms`, `30s`, `5m`, `2h`) or bare integers meaning seconds.
-pub fn parse_duration(raw: &str) -> Option<Duration> {
-    match raw.parse::<u64>() {
-        Ok(secs) => Some(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(raw).ok(),
-    }
-}
-
-fn duration<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-    variable: &'static str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match get(variable) {
-        None => Ok(default),
-        Some(raw) => parse_duration(raw).ok_or_else(|| {
-            invalid(
-                variable,
-                format!("must be a duration such as 30s or 5m (got '{raw}')"),
-            )
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -146,18 +146,5 @@ pub fn start(
 /// Sets up `tracing` output: JSON lines (default) or text, filtered by `RUST_LOG` or
 /// `LOG_LEVEL`.
 pub fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!(
-            "{},h2=warn,hyper=warn,actix_server=warn",
-            config.log_level
-        ))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = match config.log_format {
-        config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        config::LogFormat::Text => builder.try_init(),
-    };
+    cls_service::logging::init(&config.log_level, config.log_format);
 }

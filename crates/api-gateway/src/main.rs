@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             eprintln!("api-gateway: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(cls_service::EXIT_CONFIG);
         }
     };
     api_gateway::init_logging(&config);

@@ -3,7 +3,7 @@
 //! - **baseline**: a minimal Rust publisher (gcloud-sdk, no outbox, no database) publishing
 //!   the same messages to the same emulator, 32 concurrent tasks in batches of 500;
 //! - **relay throughput** with one and with two replicas: a backlog of events committed in one
-//!   transaction, timed from commit until Pub/Sub acknowledged every one;
+//!   transaction, timed from the commit until Pub/Sub acknowledged every one;
 //! - **commit → receipt latency** at a steady 500 changes/s, measured by a streaming-pull
 //!   subscriber in the same process.
 //!
@@ -34,7 +34,7 @@ use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-const BACKLOG: usize = 20_000;
+const BACKLOG: usize = 50_000;
 const CLUSTERS: usize = 64;
 const RATE: u64 = 500;
 const LATENCY_SECONDS: u64 = 10;
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let url = format!("postgres://postgres@127.0.0.1:{port}/cls_relay_bench");
     cls_storage::migrate::run(&url).await?;
     let emulator = tokio::task::spawn_blocking(PubSubEmulator::start).await??;
-    let result = run(&url, &emulator.host()).await;
+    let result = run(&url, &port, &emulator.host()).await;
     drop(emulator);
     let _ = tokio::task::spawn_blocking(move || stop_cluster(&dir)).await;
     let result = result?;
@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(url: &str, host: &str) -> anyhow::Result<serde_json::Value> {
+async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Value> {
     let anonymous =
         || gcloud_sdk::google_cloud_auth::credentials::anonymous::Builder::new().build();
     let endpoint = format!("http://{host}");
@@ -114,15 +114,7 @@ async fn run(url: &str, host: &str) -> anyhow::Result<serde_json::Value> {
             ..Default::default()
         })
         .await?;
-    let messages: Vec<PubsubMessage> = events(BACKLOG)
-        .iter()
-        .map(|e| PubsubMessage {
-            data: serde_json::to_vec(&e.body).unwrap(),
-            attributes: e.attributes.clone().into_iter().collect(),
-            ordering_key: e.ordering_key.clone(),
-            ..Default::default()
-        })
-        .collect();
+    let messages: Vec<PubsubMessage> = events(BACKLOG).iter().map(message).collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for chunk in messages.chunks(BACKLOG.div_ceil(32)) {
@@ -146,42 +138,17 @@ async fn run(url: &str, host: &str) -> anyhow::Result<serde_json::Value> {
     let baseline_rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
     println!("baseline: {baseline_rate:.0} msg/s");
 
-    // Relay throughput, one and two replicas.
-    let mut relay_rates = Vec::new();
-    for replicas in [1usize, 2] {
-        let mut running = Vec::new();
-        for _ in 0..replicas {
-            running.push(start(url, host).await?);
-        }
-        wait_for_shards(&running).await;
-        let backlog = events(BACKLOG);
-        let mut conn = cls_storage::connect(url).await?;
-        let started = Instant::now();
-        use diesel_async::AsyncConnection as _;
-        conn.transaction(async |conn| {
-            for chunk in backlog.chunks(1000) {
-                outbox::insert(conn, chunk).await?;
-            }
-            Ok::<_, cls_storage::StorageError>(())
-        })
-        .await?;
-        loop {
-            if outbox::backlog(&mut conn).await?.pending == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
-        println!("relay, {replicas} replica(s): {rate:.0} events/s");
-        relay_rates.push(rate);
-        for r in running {
-            r.shutdown().await;
-        }
-    }
-
     // Commit → receipt latency at a steady rate, one replica.
     let topic = format!("projects/{PROJECT}/topics/cluster-events");
     let subscription = format!("projects/{PROJECT}/subscriptions/bench-latency");
+    // The relay would create it too; the subscription needs it first.
+    let _ = publisher
+        .get()
+        .create_topic(Topic {
+            name: topic.clone(),
+            ..Default::default()
+        })
+        .await;
     subscriber
         .get()
         .create_subscription(Subscription {
@@ -195,53 +162,7 @@ async fn run(url: &str, host: &str) -> anyhow::Result<serde_json::Value> {
     let relay = start(url, host).await?;
     wait_for_shards(std::slice::from_ref(&relay)).await;
     let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let (tx, rx) = tokio::sync::mpsc::channel::<StreamingPullRequest>(64);
-    tx.send(StreamingPullRequest {
-        subscription: subscription.clone(),
-        stream_ack_deadline_seconds: 60,
-        client_id: "bench".into(),
-        ..Default::default()
-    })
-    .await?;
-    let mut inbound = subscriber
-        .get()
-        .streaming_pull(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let receiver = {
-        let (committed, latencies, tx) = (committed.clone(), latencies.clone(), tx.clone());
-        tokio::spawn(async move {
-            while let Ok(Some(response)) = inbound.message().await {
-                let now = Instant::now();
-                let mut ack_ids = Vec::new();
-                for m in response.received_messages {
-                    ack_ids.push(m.ack_id);
-                    let id = m
-                        .message
-                        .map(|m| m.attributes.get("ce-id").cloned().unwrap_or_default())
-                        .unwrap_or_default();
-                    // The writer records the commit right after it returns; wait for it.
-                    for _ in 0..100 {
-                        if let Some(at) = committed.lock().unwrap().get(&id) {
-                            latencies
-                                .lock()
-                                .unwrap()
-                                .push(now.saturating_duration_since(*at));
-                            break;
-                        }
-                        tokio::task::yield_now().await;
-                    }
-                }
-                let _ = tx
-                    .send(StreamingPullRequest {
-                        ack_ids,
-                        ..Default::default()
-                    })
-                    .await;
-            }
-        })
-    };
+    let (receipts, receiver) = receive(&subscriber, subscription);
     let total = (RATE * LATENCY_SECONDS) as usize;
     let writers = 4;
     let mut tasks = Vec::new();
@@ -268,18 +189,131 @@ async fn run(url: &str, host: &str) -> anyhow::Result<serde_json::Value> {
         task.await?;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while latencies.lock().unwrap().len() < total && Instant::now() < deadline {
+    while receipts.lock().unwrap().len() < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     receiver.abort();
+    let commit_to_ack = &relay.metrics.commit_to_publish;
+    let relay_mean_ms =
+        commit_to_ack.get_sample_sum() / commit_to_ack.get_sample_count().max(1) as f64 * 1000.0;
+    println!("relay commit → Pub/Sub ack, mean: {relay_mean_ms:.1} ms");
     relay.shutdown().await;
-    let mut latencies = latencies.lock().unwrap().clone();
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-    };
+    let committed = committed.lock().unwrap().clone();
+    let (latency_p50, latency_p99, received) = latency(&committed, &receipts);
+    println!("relay commit → receipt: p50 {latency_p50:.1} ms, p99 {latency_p99:.1} ms");
+
+    // The same rate straight from a minimal publisher: what the emulator's own delivery costs.
+    let direct_subscription = format!("projects/{PROJECT}/subscriptions/bench-baseline-latency");
+    subscriber
+        .get()
+        .create_subscription(Subscription {
+            name: direct_subscription.clone(),
+            topic: baseline_topic.clone(),
+            ack_deadline_seconds: 60,
+            enable_message_ordering: true,
+            ..Default::default()
+        })
+        .await?;
+    let (direct_receipts, direct_receiver) = receive(&subscriber, direct_subscription);
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (client, topic, sent, clusters) = (
+            publisher.get(),
+            baseline_topic.clone(),
+            sent.clone(),
+            clusters.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut client = client;
+            let period = Duration::from_micros(1_000_000 * writers as u64 / RATE);
+            let mut tick = tokio::time::interval(period);
+            for i in 0..total / writers {
+                tick.tick().await;
+                let e = event(clusters[(i * writers + w) % CLUSTERS], i as i64 + 1);
+                sent.lock()
+                    .unwrap()
+                    .insert(e.id.to_string(), Instant::now());
+                client
+                    .publish(PublishRequest {
+                        topic: topic.clone(),
+                        messages: vec![message(&e)],
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while direct_receipts.lock().unwrap().len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    direct_receiver.abort();
+    let sent = sent.lock().unwrap().clone();
+    let (direct_p50, direct_p99, _) = latency(&sent, &direct_receipts);
+    println!("minimal publisher → receipt: p50 {direct_p50:.1} ms, p99 {direct_p99:.1} ms");
+
+    // Relay throughput, one and two replicas.
+    let mut relay_rates = Vec::new();
+    for replicas in [1usize, 2] {
+        let mut running = Vec::new();
+        for _ in 0..replicas {
+            running.push(start(url, host).await?);
+        }
+        wait_for_shards(&running).await;
+        let backlog = events(BACKLOG);
+        let mut conn = cls_storage::connect(url).await?;
+        use diesel_async::AsyncConnection as _;
+        conn.transaction(async |conn| {
+            for chunk in backlog.chunks(1000) {
+                outbox::insert(conn, chunk).await?;
+            }
+            Ok::<_, cls_storage::StorageError>(())
+        })
+        .await?;
+        // From the commit: the relays see the rows from here on.
+        let started = Instant::now();
+        loop {
+            if outbox::backlog(&mut conn).await?.pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let rate = BACKLOG as f64 / elapsed;
+        let publish_seconds: f64 = running
+            .iter()
+            .map(|r| {
+                r.metrics
+                    .publish_duration
+                    .with_label_values(&["cluster-events"])
+                    .get_sample_sum()
+            })
+            .sum();
+        let publishes: u64 = running
+            .iter()
+            .map(|r| {
+                r.metrics
+                    .publish_duration
+                    .with_label_values(&["cluster-events"])
+                    .get_sample_count()
+            })
+            .sum();
+        println!(
+            "relay, {replicas} replica(s): {rate:.0} events/s; {publishes} publish calls, {publish_seconds:.2} s inside them in total over {elapsed:.2} s"
+        );
+        relay_rates.push(rate);
+        for r in running {
+            r.shutdown().await;
+        }
+        // What autovacuum does between bursts in production: clear the published rows' dead
+        // index entries so the next run starts from the same state.
+        vacuum(port)?;
+    }
+
     Ok(serde_json::json!({
         "backlog_events": BACKLOG,
         "baseline_msgs_per_s": baseline_rate,
@@ -287,10 +321,118 @@ async fn run(url: &str, host: &str) -> anyhow::Result<serde_json::Value> {
         "relay_events_per_s_2_replicas": relay_rates[1],
         "latency_rate_per_s": RATE,
         "latency_events_sent": total,
-        "latency_events_received": latencies.len(),
-        "latency_p50_ms": pct(0.50),
-        "latency_p99_ms": pct(0.99),
+        "latency_events_received": received,
+        "latency_p50_ms": latency_p50,
+        "latency_p99_ms": latency_p99,
+        "direct_latency_p50_ms": direct_p50,
+        "direct_latency_p99_ms": direct_p99,
+        "relay_commit_to_ack_mean_ms": relay_mean_ms,
     }))
+}
+
+fn message(e: &Envelope) -> PubsubMessage {
+    PubsubMessage {
+        data: serde_json::to_vec(&e.body).unwrap(),
+        attributes: e.attributes.clone().into_iter().collect(),
+        ordering_key: e.ordering_key.clone(),
+        ..Default::default()
+    }
+}
+
+type Receipts = Arc<Mutex<Vec<(String, Instant)>>>;
+
+/// Streams `subscription`, acknowledging everything and recording when each event (`ce-id`)
+/// arrived.
+fn receive(
+    subscriber: &GoogleApi<SubscriberClient<GoogleAuthMiddleware>>,
+    subscription: String,
+) -> (Receipts, tokio::task::JoinHandle<()>) {
+    let receipts: Receipts = Arc::default();
+    let mut client = subscriber.get();
+    let task = tokio::spawn({
+        let receipts = receipts.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<StreamingPullRequest>(64);
+            let _ = tx
+                .send(StreamingPullRequest {
+                    subscription,
+                    stream_ack_deadline_seconds: 60,
+                    client_id: "bench".into(),
+                    ..Default::default()
+                })
+                .await;
+            // The emulator answers a streaming pull only once there is a message, so this
+            // runs in its own task while the senders start.
+            let Ok(response) = client
+                .streaming_pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+            else {
+                return;
+            };
+            let mut inbound = response.into_inner();
+            while let Ok(Some(response)) = inbound.message().await {
+                let now = Instant::now();
+                let mut ack_ids = Vec::new();
+                for m in response.received_messages {
+                    ack_ids.push(m.ack_id);
+                    let id = m
+                        .message
+                        .and_then(|m| m.attributes.get("ce-id").cloned())
+                        .unwrap_or_default();
+                    receipts.lock().unwrap().push((id, now));
+                }
+                let _ = tx
+                    .send(StreamingPullRequest {
+                        ack_ids,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+    });
+    (receipts, task)
+}
+
+/// p50 and p99 of receipt minus send (ms), and how many distinct events arrived.
+fn latency(sent: &HashMap<String, Instant>, receipts: &Receipts) -> (f64, f64, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut latencies: Vec<Duration> = receipts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _)| seen.insert(id.clone()))
+        .filter_map(|(id, at)| sent.get(id).map(|s| at.saturating_duration_since(*s)))
+        .collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    (pct(0.50), pct(0.99), latencies.len())
+}
+
+fn psql(port: &str, database: &str, sql: &str) -> anyhow::Result<()> {
+    let status = pg_tool("psql")?
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-qc",
+            sql,
+        ])
+        .status()?;
+    anyhow::ensure!(status.success(), "psql failed: {sql}");
+    Ok(())
+}
+
+fn vacuum(port: &str) -> anyhow::Result<()> {
+    psql(port, "cls_relay_bench", "VACUUM ANALYZE outbox")
 }
 
 fn event(cluster_id: Uuid, generation: i64) -> Envelope {

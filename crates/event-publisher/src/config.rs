@@ -166,7 +166,7 @@ impl Config {
                 .positive_duration(env::PUBLISH_TIMEOUT, Duration::from_secs(10))?,
             backoff_initial,
             backoff_max,
-            batch_size: vars.number(env::OUTBOX_BATCH_SIZE, 500, 1..=1000)?,
+            batch_size: vars.number(env::OUTBOX_BATCH_SIZE, 1000, 1..=1000)?,
             poll_interval: vars
                 .positive_duration(env::OUTBOX_POLL_INTERVAL, Duration::from_secs(1))?,
             rebalance_interval: vars
@@ -218,7 +218,7 @@ mod tests {
         );
         assert_eq!(
             (c.grpc_port, c.metrics_port, c.batch_size),
-            (50053, 8081, 500)
+            (50053, 8081, 1000)
         );
         assert_eq!(c.retention, Duration::from_secs(604_800));
     }
