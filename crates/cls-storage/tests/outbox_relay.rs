@@ -3,23 +3,12 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly by panicking")]
 
-use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef, outbox_shard};
+use cls_domain::event::{Envelope, outbox_shard};
 use cls_storage::outbox::{self, Backlog};
 use cls_test_support::TestDb;
+use cls_test_support::events::cluster_updated as event;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
-
-fn event(cluster_id: Uuid, generation: i64) -> Envelope {
-    LifecycleEvent {
-        id: Uuid::now_v7(),
-        resource: ResourceRef::Cluster { cluster_id },
-        action: LifecycleAction::Updated,
-        generation,
-        timestamp: OffsetDateTime::now_utc(),
-        traceparent: None,
-    }
-    .envelope()
-}
 
 /// Two clusters in different shards.
 fn two_clusters() -> (Uuid, Uuid) {

@@ -7,6 +7,7 @@
 //! - [`TcpGate`]: a switchable TCP forwarder, to cut clients off a real server and let them back.
 
 pub mod emulator;
+pub mod events;
 pub mod gate;
 pub mod postgres;
 

@@ -19,10 +19,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
+use cls_domain::event::Envelope;
 use cls_storage::outbox;
 use cls_test_support::PubSubEmulator;
 use cls_test_support::emulator::PROJECT;
+use cls_test_support::events::cluster_updated as event;
 use cls_test_support::postgres::{ensure_cluster, pg_tool, stop_cluster};
 use event_publisher::{Config, Running};
 use gcloud_sdk::google::pubsub::v1::publisher_client::PublisherClient;
@@ -31,7 +32,6 @@ use gcloud_sdk::google::pubsub::v1::{
     PublishRequest, PubsubMessage, StreamingPullRequest, Subscription, Topic,
 };
 use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 const BACKLOG: usize = 50_000;
@@ -433,18 +433,6 @@ fn psql(port: &str, database: &str, sql: &str) -> anyhow::Result<()> {
 
 fn vacuum(port: &str) -> anyhow::Result<()> {
     psql(port, "cls_relay_bench", "VACUUM ANALYZE outbox")
-}
-
-fn event(cluster_id: Uuid, generation: i64) -> Envelope {
-    LifecycleEvent {
-        id: Uuid::now_v7(),
-        resource: ResourceRef::Cluster { cluster_id },
-        action: LifecycleAction::Updated,
-        generation,
-        timestamp: OffsetDateTime::now_utc(),
-        traceparent: None,
-    }
-    .envelope()
 }
 
 async fn start(url: &str, host: &str) -> anyhow::Result<Running> {

@@ -66,23 +66,17 @@ fn every_event_type(cluster_id: Uuid, nodepool_id: Uuid) -> Vec<Envelope> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_event_type_arrives_once_with_the_specified_body_and_attributes() {
-    let db = TestDb::new().await;
-    let emulator = PubSubEmulator::start().unwrap();
-    let mut subscriber = Subscriber::connect(&emulator.host()).await;
-    subscriber.subscribe().await;
+    let Fixture {
+        db,
+        emulator,
+        subscriber,
+    } = Fixture::new().await;
     let (cluster_id, nodepool_id) = (Uuid::new_v4(), Uuid::new_v4());
     let events = every_event_type(cluster_id, nodepool_id);
     commit(db.url(), &events).await;
 
     let publisher = start(&config(db.url(), &emulator.host(), &[])).await;
-    let mut received = Vec::new();
-    assert!(
-        subscriber
-            .pull_until(&mut received, Duration::from_secs(30), |r| r.len() >= 8)
-            .await,
-        "got {received:?}"
-    );
-    received.extend(subscriber.drain(Duration::from_secs(1)).await);
+    let received = subscriber.expect(8, Duration::from_secs(30)).await;
     assert_eq!(received.len(), 8, "each event exactly once");
 
     for event in &events {
@@ -137,10 +131,11 @@ async fn each_event_type_arrives_once_with_the_specified_body_and_attributes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_changes_to_five_clusters_arrive_in_commit_order() {
-    let db = TestDb::new().await;
-    let emulator = PubSubEmulator::start().unwrap();
-    let mut subscriber = Subscriber::connect(&emulator.host()).await;
-    subscriber.subscribe().await;
+    let Fixture {
+        db,
+        emulator,
+        subscriber,
+    } = Fixture::new().await;
     let publisher = start(&config(db.url(), &emulator.host(), &[])).await;
 
     let clusters: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
@@ -161,15 +156,7 @@ async fn concurrent_changes_to_five_clusters_arrive_in_commit_order() {
     for writer in writers {
         writer.await.unwrap();
     }
-    let mut received = Vec::new();
-    assert!(
-        subscriber
-            .pull_until(&mut received, Duration::from_secs(60), |r| r.len() >= 250)
-            .await,
-        "only {} of 250 arrived",
-        received.len()
-    );
-    received.extend(subscriber.drain(Duration::from_secs(1)).await);
+    let received = subscriber.expect(250, Duration::from_secs(60)).await;
     let repeats = assert_complete_and_ordered(&received, &clusters, 50);
     assert_eq!(repeats, 0, "no publisher crashed, so nothing is sent twice");
     publisher.shutdown().await;
@@ -177,10 +164,11 @@ async fn concurrent_changes_to_five_clusters_arrive_in_commit_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_publish_writes_durably_validates_and_is_retry_safe() {
-    let db = TestDb::new().await;
-    let emulator = PubSubEmulator::start().unwrap();
-    let mut subscriber = Subscriber::connect(&emulator.host()).await;
-    subscriber.subscribe().await;
+    let Fixture {
+        db,
+        emulator,
+        subscriber,
+    } = Fixture::new().await;
     let publisher = start(&config(
         db.url(),
         &emulator.host(),
@@ -241,13 +229,7 @@ async fn grpc_publish_writes_durably_validates_and_is_retry_safe() {
     let again = client.publish(request).await.unwrap().into_inner().ids;
     assert_eq!(again, ids);
 
-    let mut received = Vec::new();
-    assert!(
-        subscriber
-            .pull_until(&mut received, Duration::from_secs(30), |r| r.len() >= 2)
-            .await
-    );
-    received.extend(subscriber.drain(Duration::from_secs(1)).await);
+    let received = subscriber.expect(2, Duration::from_secs(30)).await;
     assert_eq!(received.len(), 2, "{received:?}");
     for event in &events {
         let envelope = event.envelope();
@@ -325,10 +307,11 @@ async fn grpc_publish_writes_durably_validates_and_is_retry_safe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_pubsub_cannot_accept_is_dead_lettered_without_blocking_its_cluster() {
-    let db = TestDb::new().await;
-    let emulator = PubSubEmulator::start().unwrap();
-    let mut subscriber = Subscriber::connect(&emulator.host()).await;
-    subscriber.subscribe().await;
+    let Fixture {
+        db,
+        emulator,
+        subscriber,
+    } = Fixture::new().await;
     let cluster = Uuid::new_v4();
     let mut poisoned = cluster_event(cluster, 2);
     // Over Pub/Sub's 1024-byte attribute value limit.
@@ -338,13 +321,7 @@ async fn an_event_pubsub_cannot_accept_is_dead_lettered_without_blocking_its_clu
     commit(db.url(), &[cluster_event(cluster, 3)]).await;
 
     let publisher = start(&config(db.url(), &emulator.host(), &[])).await;
-    let mut received = Vec::new();
-    assert!(
-        subscriber
-            .pull_until(&mut received, Duration::from_secs(30), |r| r.len() >= 2)
-            .await
-    );
-    received.extend(subscriber.drain(Duration::from_secs(1)).await);
+    let received = subscriber.expect(2, Duration::from_secs(30)).await;
     assert_eq!(
         generations_by_cluster(&received)[&cluster.to_string()],
         vec![1, 3],
@@ -388,12 +365,7 @@ async fn starts_while_pubsub_is_unreachable_and_delivers_once_it_is_back() {
     let mut subscriber = Subscriber::connect(&emulator.host()).await;
     subscriber.subscribe().await;
     gate.open();
-    let mut received = Vec::new();
-    assert!(
-        subscriber
-            .pull_until(&mut received, Duration::from_secs(30), |r| r.len() >= 5)
-            .await
-    );
+    let received = subscriber.expect(5, Duration::from_secs(30)).await;
     assert_eq!(assert_complete_and_ordered(&received, &[cluster], 5), 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while admin_get(publisher.admin_addr, "/readyz").await.0 != 200 {
@@ -414,10 +386,11 @@ async fn starts_while_pubsub_is_unreachable_and_delivers_once_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_rows_are_pruned_after_the_retention_period() {
-    let db = TestDb::new().await;
-    let emulator = PubSubEmulator::start().unwrap();
-    let mut subscriber = Subscriber::connect(&emulator.host()).await;
-    subscriber.subscribe().await;
+    let Fixture {
+        db,
+        emulator,
+        subscriber,
+    } = Fixture::new().await;
     let publisher = start(&config(
         db.url(),
         &emulator.host(),
@@ -432,12 +405,8 @@ async fn published_rows_are_pruned_after_the_retention_period() {
     for generation in 1..=5 {
         commit(db.url(), &[cluster_event(cluster, generation)]).await;
     }
-    let mut received = Vec::new();
-    assert!(
-        subscriber
-            .pull_until(&mut received, Duration::from_secs(30), |r| r.len() >= 5)
-            .await
-    );
+    let received = subscriber.expect(5, Duration::from_secs(30)).await;
+    assert_eq!(assert_complete_and_ordered(&received, &[cluster], 5), 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let (_, scrape) = admin_get(publisher.admin_addr, "/metrics").await;

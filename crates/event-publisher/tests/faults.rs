@@ -189,10 +189,11 @@ impl Drop for Replica {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_shards_and_one_takes_over_when_the_other_is_killed() {
-    let db = TestDb::new().await;
-    let emulator = PubSubEmulator::start().unwrap();
-    let mut subscriber = Subscriber::connect(&emulator.host()).await;
-    subscriber.subscribe().await;
+    let Fixture {
+        db,
+        emulator,
+        subscriber,
+    } = Fixture::new().await;
     let mut first = Replica::spawn(db.url(), &emulator.host());
     let second = Replica::spawn(db.url(), &emulator.host());
     wait_until(

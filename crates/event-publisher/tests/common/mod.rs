@@ -10,16 +10,16 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
+use cls_domain::event::Envelope;
 use cls_storage::outbox;
-use cls_test_support::TestDb;
 use cls_test_support::emulator::PROJECT;
+pub use cls_test_support::events::cluster_updated as cluster_event;
+use cls_test_support::{PubSubEmulator, TestDb};
 use event_publisher::{Config, Running};
 use gcloud_sdk::google::pubsub::v1::publisher_client::PublisherClient;
 use gcloud_sdk::google::pubsub::v1::subscriber_client::SubscriberClient;
 use gcloud_sdk::google::pubsub::v1::{AcknowledgeRequest, PullRequest, Subscription, Topic};
 use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -204,6 +204,20 @@ impl Subscriber {
         }
     }
 
+    /// Pulls until at least `n` messages arrived (failing the test after `timeout`), then for
+    /// another quiet second, so anything extra shows; returns everything received.
+    pub async fn expect(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let mut received = Vec::new();
+        assert!(
+            self.pull_until(&mut received, timeout, |r| r.len() >= n)
+                .await,
+            "{} of {n} messages arrived: {received:?}",
+            received.len()
+        );
+        received.extend(self.drain(Duration::from_secs(1)).await);
+        received
+    }
+
     /// Pulls for `quiet` more and returns what came (to show nothing else arrives).
     pub async fn drain(&self, quiet: Duration) -> Vec<Received> {
         let mut extra = Vec::new();
@@ -212,17 +226,35 @@ impl Subscriber {
     }
 }
 
-/// A `cluster.updated` event for `cluster_id` at `generation`.
-pub fn cluster_event(cluster_id: Uuid, generation: i64) -> Envelope {
-    LifecycleEvent {
-        id: Uuid::now_v7(),
-        resource: ResourceRef::Cluster { cluster_id },
-        action: LifecycleAction::Updated,
-        generation,
-        timestamp: OffsetDateTime::now_utc(),
-        traceparent: None,
+/// A test database, a Pub/Sub emulator of its own, and an ordered subscription on each topic.
+pub struct Fixture {
+    pub db: TestDb,
+    pub emulator: PubSubEmulator,
+    pub subscriber: Subscriber,
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        let db = TestDb::new().await;
+        let emulator = PubSubEmulator::start().unwrap();
+        let mut subscriber = Subscriber::connect(&emulator.host()).await;
+        subscriber.subscribe().await;
+        Fixture {
+            db,
+            emulator,
+            subscriber,
+        }
     }
-    .envelope()
+
+    /// The publisher's test configuration for this fixture.
+    pub fn config(&self, extra: &[(&str, &str)]) -> Config {
+        config(self.db.url(), &self.emulator.host(), extra)
+    }
+}
+
+/// One series of a running publisher's `/metrics`.
+pub async fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
+    sample(&admin_get(addr, "/metrics").await.1, series)
 }
 
 /// Commits one event in its own transaction.
