@@ -12,7 +12,10 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
-/// Routes for one server: add services, then [`serve`].
+/// The server-side deadline of a call that brings none.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Routes for one server: add services, then [`GrpcServer::serve`].
 #[derive(Debug)]
 pub struct GrpcServer {
     routes: Routes,
@@ -53,13 +56,15 @@ impl GrpcServer {
         self.health.clone()
     }
 
-    /// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+    /// Serves on `listener` until `shutdown` completes, then drains in-flight calls. A call
+    /// without a (shorter) `grpc-timeout` of its own is cancelled after [`CALL_TIMEOUT`].
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         tonic::transport::Server::builder()
+            .timeout(CALL_TIMEOUT)
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await

@@ -27,6 +27,8 @@ pub enum PublishError {
     TopicMissing(String),
     /// The request was rejected as invalid: retrying it cannot help.
     Rejected(String),
+    /// Creating something that exists (a topic another replica just created).
+    AlreadyExists(String),
 }
 
 impl std::fmt::Display for PublishError {
@@ -35,6 +37,7 @@ impl std::fmt::Display for PublishError {
             PublishError::Transient(e) => write!(f, "Pub/Sub unavailable: {e}"),
             PublishError::TopicMissing(e) => write!(f, "topic missing: {e}"),
             PublishError::Rejected(e) => write!(f, "rejected by Pub/Sub: {e}"),
+            PublishError::AlreadyExists(e) => write!(f, "already exists: {e}"),
         }
     }
 }
@@ -45,6 +48,7 @@ impl From<tonic::Status> for PublishError {
         match status.code() {
             Code::NotFound => PublishError::TopicMissing(text),
             Code::InvalidArgument => PublishError::Rejected(text),
+            Code::AlreadyExists => PublishError::AlreadyExists(text),
             _ => PublishError::Transient(text),
         }
     }
@@ -159,7 +163,7 @@ impl PubSub {
             match created {
                 Ok(_) => tracing::info!(topic = %name, "created Pub/Sub topic"),
                 // Another replica created it meanwhile.
-                Err(PublishError::Transient(e)) if e.starts_with("AlreadyExists") => {}
+                Err(PublishError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -17,6 +17,10 @@ use cls_storage::outbox;
 use cls_test_support::{PubSubEmulator, TcpGate, TestDb};
 use common::*;
 use time::OffsetDateTime;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use uuid::Uuid;
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -275,7 +279,7 @@ async fn grpc_publish_writes_durably_validates_and_is_retry_safe() {
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
     // grpc.health.v1 on the same server reports the service.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let serving = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "cls.publisher.v1.EventPublisher".into(),
@@ -287,6 +291,27 @@ async fn grpc_publish_writes_durably_validates_and_is_retry_safe() {
         serving.status(),
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
+    // Server reflection lists the API and health next to each other.
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}")
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"cls.publisher.v1.EventPublisher"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
     assert!(
         subscriber
             .drain(Duration::from_millis(500))
