@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["cls/publisher/v1/publisher.proto"];
+const PROTOS: &[&str] = &[
+    "cls/publisher/v1/publisher.proto",
+    "cls/status/v1/status.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");

@@ -32,6 +32,9 @@ pub mod env {
     pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
     pub const IDEMPOTENCY_TTL: &str = "IDEMPOTENCY_TTL";
     pub const HTTP_WORKERS: &str = "HTTP_WORKERS";
+    pub const STATUS_AGGREGATOR_URL: &str = "STATUS_AGGREGATOR_URL";
+    pub const PEER_TIMEOUT: &str = "PEER_TIMEOUT";
+    pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
 }
 
 /// How the gateway learns who is calling (SPEC §2.1).
@@ -79,6 +82,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub idempotency_ttl: Duration,
     pub http_workers: usize,
+    /// `http://host:port` of the status-aggregator's gRPC server.
+    pub status_aggregator_url: String,
+    /// Deadline of one call to a peer service (connecting is bounded at 1 s).
+    pub peer_timeout: Duration,
+    /// Sent on every internal gRPC call when set.
+    pub grpc_shared_token: Option<String>,
 }
 
 impl Config {
@@ -161,7 +170,26 @@ impl Config {
             shutdown_timeout: vars.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
             idempotency_ttl: vars.duration(env::IDEMPOTENCY_TTL, Duration::from_secs(24 * 3600))?,
             http_workers: vars.number(env::HTTP_WORKERS, default_workers(), 1..=256)?,
+            status_aggregator_url: peer_url(
+                &vars,
+                env::STATUS_AGGREGATOR_URL,
+                "http://127.0.0.1:50051",
+            )?,
+            peer_timeout: vars.positive_duration(env::PEER_TIMEOUT, Duration::from_secs(5))?,
+            grpc_shared_token: vars.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
         })
+    }
+}
+
+fn peer_url(vars: &Vars<'_>, name: &'static str, default: &str) -> Result<String, ConfigError> {
+    let url = vars.string(name, default);
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url)
+    } else {
+        Err(invalid(
+            name,
+            format!("must be an http(s) URL (got '{url}')"),
+        ))
     }
 }
 

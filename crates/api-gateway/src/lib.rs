@@ -38,6 +38,25 @@ pub struct AppState {
     pub default_channel_group: String,
     pub request_timeout: Duration,
     pub idempotency_ttl: time::Duration,
+    /// The status-aggregator (connected lazily: the gateway starts without it).
+    pub status: StatusClient,
+}
+
+/// The gRPC client of the status-aggregator.
+pub type StatusClient = cls_rpc::status::status_aggregator_client::StatusAggregatorClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        cls_rpc::auth::SharedToken,
+    >,
+>;
+
+/// A lazily connected channel to a peer service: connecting is bounded at 1 s and every call
+/// at `timeout`, so a peer that is down makes requests fail fast, never hang.
+pub fn peer_channel(url: &str, timeout: Duration) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(timeout)
+        .connect_lazy())
 }
 
 impl AppState {
@@ -46,6 +65,11 @@ impl AppState {
     pub async fn build(config: &Config) -> anyhow::Result<AppState> {
         let pool = cls_storage::pool(&config.database_url, config.database_max_connections);
         let auth = Authenticator::new(&config.auth, config.controller_identities.clone()).await?;
+        let status =
+            cls_rpc::status::status_aggregator_client::StatusAggregatorClient::with_interceptor(
+                peer_channel(&config.status_aggregator_url, config.peer_timeout)?,
+                cls_rpc::auth::SharedToken::from_option(config.grpc_shared_token.clone()),
+            );
         Ok(AppState {
             pool,
             auth,
@@ -55,6 +79,7 @@ impl AppState {
             request_timeout: config.request_timeout,
             idempotency_ttl: time::Duration::try_from(config.idempotency_ttl)
                 .unwrap_or(time::Duration::DAY),
+            status,
         })
     }
 

@@ -18,6 +18,7 @@ use crate::routes::paths::*;
         list_clusters, create_cluster, get_cluster, update_cluster, delete_cluster,
         list_cluster_nodepools, create_cluster_nodepool,
         list_nodepools, create_nodepool, get_nodepool, update_nodepool, delete_nodepool,
+        get_cluster_status, put_cluster_status, get_nodepool_status, put_nodepool_status,
         health, healthz, readyz, info,
     ),
     components(schemas(cls_domain::resource::ClusterSpec, cls_domain::resource::NodePoolSpec)),
@@ -25,6 +26,7 @@ use crate::routes::paths::*;
     tags(
         (name = "clusters", description = "Cluster lifecycle"),
         (name = "nodepools", description = "Nodepool lifecycle"),
+        (name = "status", description = "Controller status reports and aggregated status"),
         (name = "system", description = "Health and service information"),
     )
 )]

@@ -5,7 +5,7 @@ use time::{Duration, OffsetDateTime};
 use crate::resource::ResourceKind;
 use crate::status::{Condition, ConditionStatus, ControllerStatus, Phase, Status};
 
-/// A controller that reported within this window counts as "showing progress".
+/// The default window: a controller that reported within it counts as "showing progress".
 pub const PROGRESS_WINDOW: Duration = Duration::minutes(5);
 
 /// The default `STATUS_GRACE_PERIOD`.
@@ -24,6 +24,8 @@ pub struct AggregationInput<'a> {
     pub previous: Option<&'a Status>,
     pub now: OffsetDateTime,
     pub grace: Duration,
+    /// A report this recent counts as progress ([`PROGRESS_WINDOW`] unless configured).
+    pub progress_window: Duration,
 }
 
 /// The aggregated status and when, at the latest, it must be recomputed even if nothing
@@ -43,6 +45,7 @@ pub fn initial_status(kind: ResourceKind, generation: i64, now: OffsetDateTime) 
         previous: None,
         now,
         grace: DEFAULT_GRACE,
+        progress_window: PROGRESS_WINDOW,
     })
     .status
 }
@@ -205,10 +208,10 @@ fn none_ready(
             Some(next_change),
         );
     }
-    let recent_report = input.now - last_report < PROGRESS_WINDOW;
+    let recent_report = input.now - last_report < input.progress_window;
     if recent_report || any_error {
         // Without an error, silence turns this into a timeout.
-        let recheck = (!any_error).then_some(last_report + PROGRESS_WINDOW);
+        let recheck = (!any_error).then_some(last_report + input.progress_window);
         return (
             Decision {
                 phase: Phase::Progressing,
@@ -359,6 +362,7 @@ mod tests {
             previous,
             now,
             grace: DEFAULT_GRACE,
+            progress_window: PROGRESS_WINDOW,
         })
     }
 
@@ -652,6 +656,7 @@ mod tests {
             previous: None,
             now: T0,
             grace: DEFAULT_GRACE,
+            progress_window: PROGRESS_WINDOW,
         });
         assert_eq!(result.status.phase, Phase::Pending);
         assert_eq!(result.status.reason, "NoControllers");

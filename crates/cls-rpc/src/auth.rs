@@ -95,3 +95,10 @@ mod tests {
         assert_eq!(format!("{token:?}"), "SharedToken(set)");
     }
 }
+
+/// Client side as a tonic interceptor: `Client::with_interceptor(channel, token)`.
+impl tonic::service::Interceptor for SharedToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.attach(request)
+    }
+}

@@ -13,5 +13,11 @@ pub mod publisher {
     tonic::include_proto!("cls.publisher.v1");
 }
 
+/// `cls.status.v1`: the status-aggregator's API.
+pub mod status {
+    #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("cls.status.v1");
+}
+
 /// The encoded descriptors of every CLS proto file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cls_descriptor");

@@ -315,15 +315,12 @@ pub async fn store_status(
     status: &cls_domain::status::Status,
     recheck_at: Option<OffsetDateTime>,
 ) -> Result<(), StorageError> {
-    let updated = diesel::update(clusters::table.filter(clusters::id.eq(id)))
-        .set((
-            clusters::status.eq(encode(status)),
-            clusters::status_recheck_at.eq(recheck_at.map(truncate_to_micros)),
-        ))
-        .execute(conn)
-        .await?;
-    if updated == 0 {
-        return Err(StorageError::NotFound);
-    }
-    Ok(())
+    crate::status::store(
+        conn,
+        cls_domain::resource::ResourceKind::Cluster,
+        id,
+        status,
+        recheck_at,
+    )
+    .await
 }

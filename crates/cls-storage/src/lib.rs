@@ -27,6 +27,7 @@ pub mod nodepools;
 pub mod outbox;
 pub mod pool;
 pub mod schema;
+pub mod status;
 
 mod rows;
 
@@ -134,6 +135,7 @@ pub(crate) fn next_generation(
         previous: Some(stored_status),
         now,
         grace: cls_domain::aggregate::DEFAULT_GRACE,
+        progress_window: cls_domain::aggregate::PROGRESS_WINDOW,
     })
     .status;
     (generation, status)

@@ -2,6 +2,7 @@
 
 mod clusters;
 mod nodepools;
+mod status;
 mod system;
 
 use actix_cors::Cors;
@@ -28,6 +29,10 @@ pub(crate) mod paths {
     pub(crate) use super::nodepools::{
         __path_create_nodepool, __path_delete_nodepool, __path_get_nodepool, __path_list_nodepools,
         __path_update_nodepool,
+    };
+    pub(crate) use super::status::{
+        __path_get_cluster_status, __path_get_nodepool_status, __path_put_cluster_status,
+        __path_put_nodepool_status,
     };
     pub(crate) use super::system::{__path_health, __path_healthz, __path_info, __path_readyz};
 }
@@ -62,6 +67,18 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(clusters::list_cluster_nodepools))
             .route(web::post().to(clusters::create_cluster_nodepool))
             .default_service(not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/api/v1/clusters/{id}/status")
+            .route(web::get().to(status::get_cluster_status))
+            .route(web::put().to(status::put_cluster_status))
+            .default_service(not_allowed("GET, PUT")),
+    )
+    .service(
+        web::resource("/api/v1/nodepools/{id}/status")
+            .route(web::get().to(status::get_nodepool_status))
+            .route(web::put().to(status::put_nodepool_status))
+            .default_service(not_allowed("GET, PUT")),
     )
     .service(
         web::resource("/api/v1/nodepools")

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub base: String,
     pub admin: String,
     pub client: reqwest::Client,
+    /// The in-process status-aggregator, when started with [`TestApp::spawn_with_status`].
+    pub aggregator: Option<status_aggregator::Running>,
 }
 
 impl TestApp {
@@ -33,8 +35,46 @@ impl TestApp {
     }
 
     pub async fn spawn_with(vars: &[(&str, &str)]) -> TestApp {
+        TestApp::spawn_full(vars, None).await
+    }
+
+    /// The gateway and a status-aggregator on the same database, over real gRPC.
+    /// `aggregator_vars` configure the aggregator (e.g. `STATUS_GRACE_PERIOD`).
+    pub async fn spawn_with_status(aggregator_vars: &[(&str, &str)]) -> TestApp {
+        TestApp::spawn_full(&[], Some(aggregator_vars)).await
+    }
+
+    async fn spawn_full(vars: &[(&str, &str)], aggregator: Option<&[(&str, &str)]>) -> TestApp {
         let db = TestDb::new().await;
+        let aggregator = match aggregator {
+            None => None,
+            Some(extra) => {
+                let mut env: HashMap<String, String> =
+                    HashMap::from([("DATABASE_URL".to_owned(), db.url().to_owned())]);
+                for (k, v) in extra {
+                    env.insert((*k).to_owned(), (*v).to_owned());
+                }
+                let config = status_aggregator::Config::from_vars(&env).unwrap();
+                let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                Some(
+                    status_aggregator::start(
+                        &config,
+                        Arc::new(status_aggregator::LogPhaseChanges),
+                        grpc,
+                        admin,
+                    )
+                    .await
+                    .unwrap(),
+                )
+            }
+        };
+        let aggregator_url = aggregator.as_ref().map_or_else(
+            || "http://127.0.0.1:1".to_owned(),
+            |a| format!("http://{}", a.grpc_addr),
+        );
         let mut env: HashMap<String, String> = HashMap::from([
+            ("STATUS_AGGREGATOR_URL".to_owned(), aggregator_url),
             ("DATABASE_URL".to_owned(), db.url().to_owned()),
             ("HTTP_WORKERS".to_owned(), "2".to_owned()),
             ("DATABASE_MAX_CONNECTIONS".to_owned(), "30".to_owned()),
@@ -56,6 +96,7 @@ impl TestApp {
             base,
             admin,
             client: reqwest::Client::new(),
+            aggregator,
         }
     }
 

@@ -1,0 +1,95 @@
+//! Typed configuration of the status-aggregator (SPEC §7).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cls_service::config::{ConfigError, LogFormat, Vars};
+
+pub mod env {
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
+    pub const GRPC_PORT: &str = "GRPC_PORT";
+    pub const METRICS_PORT: &str = "METRICS_PORT";
+    pub const LOG_LEVEL: &str = "LOG_LEVEL";
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub const STATUS_GRACE_PERIOD: &str = "STATUS_GRACE_PERIOD";
+    pub const STATUS_PROGRESS_WINDOW: &str = "STATUS_PROGRESS_WINDOW";
+    pub const STATUS_SWEEP_INTERVAL: &str = "STATUS_SWEEP_INTERVAL";
+    pub const STATUS_SWEEP_BATCH: &str = "STATUS_SWEEP_BATCH";
+    pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
+    pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// How long controllers may work on a generation before silence means failure.
+    pub grace: Duration,
+    /// Past the grace period, a report this recent still counts as progress.
+    pub progress_window: Duration,
+    /// How often the sweep looks for statuses that change with time alone.
+    pub sweep_interval: Duration,
+    pub sweep_batch: i64,
+    pub shared_token: Option<String>,
+    pub shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("grpc_port", &self.grpc_port)
+            .field("metrics_port", &self.metrics_port)
+            .field("grace", &self.grace)
+            .field("sweep_interval", &self.sweep_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(&std::env::vars().collect())
+    }
+
+    pub fn from_vars(map: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let vars = Vars::new(map);
+        Ok(Config {
+            database_url: vars.required(env::DATABASE_URL)?.to_owned(),
+            database_max_connections: vars.number(env::DATABASE_MAX_CONNECTIONS, 16, 1..=1000)?,
+            grpc_port: vars.number(env::GRPC_PORT, 50051, 0..=65535)?,
+            metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
+            log_level: vars.string(env::LOG_LEVEL, "info"),
+            log_format: vars.log_format(env::LOG_FORMAT)?,
+            grace: vars
+                .positive_duration(env::STATUS_GRACE_PERIOD, Duration::from_secs(30 * 60))?,
+            progress_window: vars
+                .positive_duration(env::STATUS_PROGRESS_WINDOW, Duration::from_secs(5 * 60))?,
+            sweep_interval: vars
+                .positive_duration(env::STATUS_SWEEP_INTERVAL, Duration::from_secs(10))?,
+            sweep_batch: vars.number(env::STATUS_SWEEP_BATCH, 200, 1..=10_000)?,
+            shared_token: vars.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
+            shutdown_timeout: vars.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let mut vars = HashMap::from([("DATABASE_URL".to_owned(), "postgres://x/y".to_owned())]);
+        let c = Config::from_vars(&vars).unwrap();
+        assert_eq!((c.grpc_port, c.grace), (50051, Duration::from_secs(1800)));
+        vars.insert("STATUS_GRACE_PERIOD".into(), "soon".into());
+        assert_eq!(
+            Config::from_vars(&vars).unwrap_err().variable,
+            "STATUS_GRACE_PERIOD"
+        );
+    }
+}
