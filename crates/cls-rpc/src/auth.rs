@@ -66,6 +66,13 @@ impl SharedToken {
     }
 }
 
+/// Client side as a tonic interceptor: `Client::with_interceptor(channel, token)`.
+impl tonic::service::Interceptor for SharedToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.attach(request)
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -93,12 +100,5 @@ mod tests {
         );
         assert!(SharedToken::none().check(Request::new(())).is_ok());
         assert_eq!(format!("{token:?}"), "SharedToken(set)");
-    }
-}
-
-/// Client side as a tonic interceptor: `Client::with_interceptor(channel, token)`.
-impl tonic::service::Interceptor for SharedToken {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.attach(request)
     }
 }
