@@ -1,5 +1,6 @@
 //! Project automation, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
 //!
+//! - `dev [--smoke]`: run the whole system locally (see `dev.rs`).
 //! - `ci`: everything CI checks: formatting, clippy with `-D warnings`, the build, and the
 //!   whole test suite under nextest (real Postgres, real Pub/Sub emulator, both started by
 //!   the test harness itself).
@@ -11,6 +12,7 @@
 
 mod bench;
 mod bench_publisher;
+mod dev;
 mod pg;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ fn run() -> anyhow::Result<()> {
     sh.change_dir(project_root());
     match args.as_slice() {
         ["ci"] => ci(&sh),
+        ["dev"] => dev::dev(&sh, false),
+        ["dev", "--smoke"] => dev::dev(&sh, true),
         ["db"] | ["db", "migrate"] => db_migrate(&sh),
         ["db", "reset"] => db_reset(&sh),
         ["bench"] => bench::bench(&sh, "all"),

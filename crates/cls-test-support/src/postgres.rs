@@ -279,6 +279,9 @@ const TEST_SETTINGS: &[&str] = &[
 /// free one. Processes coordinate through a lock file, so concurrent callers share one.
 pub fn ensure_cluster(dir: &Path, port: Option<u16>, settings: &[&str]) -> anyhow::Result<String> {
     let lock_path = dir.with_extension("lock");
+    if let Some(parent) = lock_path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
     let lock =
         File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
     lock.lock().context("locking the local Postgres cluster")?;
