@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "cls/publisher/v1/publisher.proto",
     "cls/status/v1/status.proto",
+    "cls/scheduler/v1/scheduler.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

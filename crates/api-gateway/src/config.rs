@@ -33,6 +33,7 @@ pub mod env {
     pub const IDEMPOTENCY_TTL: &str = "IDEMPOTENCY_TTL";
     pub const HTTP_WORKERS: &str = "HTTP_WORKERS";
     pub const STATUS_AGGREGATOR_URL: &str = "STATUS_AGGREGATOR_URL";
+    pub const RECONCILE_SCHEDULER_URL: &str = "RECONCILE_SCHEDULER_URL";
     pub const PEER_TIMEOUT: &str = "PEER_TIMEOUT";
     pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
 }
@@ -84,6 +85,8 @@ pub struct Config {
     pub http_workers: usize,
     /// `http://host:port` of the status-aggregator's gRPC server.
     pub status_aggregator_url: String,
+    /// `http://host:port` of the reconcile-scheduler (spec-change triggers); `off`: none.
+    pub reconcile_scheduler_url: Option<String>,
     /// Deadline of one call to a peer service (connecting is bounded at 1 s).
     pub peer_timeout: Duration,
     /// Sent on every internal gRPC call when set.
@@ -170,26 +173,13 @@ impl Config {
             shutdown_timeout: vars.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
             idempotency_ttl: vars.duration(env::IDEMPOTENCY_TTL, Duration::from_secs(24 * 3600))?,
             http_workers: vars.number(env::HTTP_WORKERS, default_workers(), 1..=256)?,
-            status_aggregator_url: peer_url(
-                &vars,
-                env::STATUS_AGGREGATOR_URL,
-                "http://127.0.0.1:50051",
-            )?,
+            status_aggregator_url: vars
+                .url(env::STATUS_AGGREGATOR_URL, "http://127.0.0.1:50051")?,
+            reconcile_scheduler_url: vars
+                .optional_url(env::RECONCILE_SCHEDULER_URL, "http://127.0.0.1:50052")?,
             peer_timeout: vars.positive_duration(env::PEER_TIMEOUT, Duration::from_secs(5))?,
             grpc_shared_token: vars.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
         })
-    }
-}
-
-fn peer_url(vars: &Vars<'_>, name: &'static str, default: &str) -> Result<String, ConfigError> {
-    let url = vars.string(name, default);
-    if url.starts_with("http://") || url.starts_with("https://") {
-        Ok(url)
-    } else {
-        Err(invalid(
-            name,
-            format!("must be an http(s) URL (got '{url}')"),
-        ))
     }
 }
 

@@ -40,6 +40,8 @@ pub struct AppState {
     pub idempotency_ttl: time::Duration,
     /// The status-aggregator (connected lazily: the gateway starts without it).
     pub status: StatusClient,
+    /// Reactive reconcile triggers to the reconcile-scheduler (fire-and-forget).
+    pub reconcile: cls_rpc::client::ReconcileTriggers,
 }
 
 /// The gRPC client of the status-aggregator.
@@ -50,26 +52,23 @@ pub type StatusClient = cls_rpc::status::status_aggregator_client::StatusAggrega
     >,
 >;
 
-/// A lazily connected channel to a peer service: connecting is bounded at 1 s and every call
-/// at `timeout`, so a peer that is down makes requests fail fast, never hang.
-pub fn peer_channel(url: &str, timeout: Duration) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(timeout)
-        .connect_lazy())
-}
-
 impl AppState {
     /// Builds the state: the pool (lazy: start-up does not need Postgres up) and the
     /// authenticator (in jwt mode the JWKS must load).
     pub async fn build(config: &Config) -> anyhow::Result<AppState> {
         let pool = cls_storage::pool(&config.database_url, config.database_max_connections);
         let auth = Authenticator::new(&config.auth, config.controller_identities.clone()).await?;
+        let token = cls_rpc::auth::SharedToken::from_option(config.grpc_shared_token.clone());
         let status =
             cls_rpc::status::status_aggregator_client::StatusAggregatorClient::with_interceptor(
-                peer_channel(&config.status_aggregator_url, config.peer_timeout)?,
-                cls_rpc::auth::SharedToken::from_option(config.grpc_shared_token.clone()),
+                cls_rpc::client::channel(&config.status_aggregator_url, config.peer_timeout)?,
+                token.clone(),
             );
+        let reconcile = cls_rpc::client::ReconcileTriggers::new(
+            config.reconcile_scheduler_url.as_deref(),
+            config.peer_timeout,
+            token,
+        )?;
         Ok(AppState {
             pool,
             auth,
@@ -80,6 +79,7 @@ impl AppState {
             idempotency_ttl: time::Duration::try_from(config.idempotency_ttl)
                 .unwrap_or(time::Duration::DAY),
             status,
+            reconcile,
         })
     }
 

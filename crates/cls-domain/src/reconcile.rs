@@ -4,6 +4,7 @@
 use std::fmt;
 
 use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
 
 use crate::status::Phase;
 
@@ -97,6 +98,8 @@ pub struct ReconcileFacts {
     pub phase: Phase,
     /// The lowest `observed_generation` among the resource's controller rows (`None`: none).
     pub min_observed_generation: Option<i64>,
+    /// A reactive trigger waiting for this reconcile (`spec_change`, `status_change`, …).
+    pub pending_reason: Option<ReconcileReason>,
 }
 
 /// The outcome for a due resource.
@@ -108,8 +111,10 @@ pub struct ReconcileDecision {
 }
 
 impl ReconcilePolicy {
-    /// Decides the reason of a periodic reconcile due now and the next due time.
+    /// Decides the reason of a reconcile due now and the next due time.
     ///
+    /// The reason: `never_reconciled` for a resource's first reconcile (a creation trigger
+    /// adds nothing to it), else the pending reactive trigger, else the periodic reason.
     /// Needs attention (attention interval): created less than `young_age` ago, or phase not
     /// `Ready`, or a controller not yet on the current generation. Stable otherwise.
     pub fn decide(&self, facts: &ReconcileFacts, now: OffsetDateTime) -> ReconcileDecision {
@@ -120,6 +125,8 @@ impl ReconcilePolicy {
         let young = now - facts.created_at < self.young_age;
         let reason = if facts.last_reconciled_at.is_none() {
             ReconcileReason::NeverReconciled
+        } else if let Some(trigger) = facts.pending_reason {
+            trigger
         } else if behind {
             ReconcileReason::GenerationMismatch
         } else if unhealthy {
@@ -141,6 +148,18 @@ impl ReconcilePolicy {
     }
 }
 
+/// The id of the reconcile event serving one due time of one resource: the same inputs give
+/// the same id, so a due item emitted again after a lost acknowledgement or an expired claim
+/// is written to the outbox once (the publisher skips ids it already has).
+pub fn reconcile_event_id(resource_id: Uuid, due_at: OffsetDateTime) -> Uuid {
+    /// A fixed namespace for CLS reconcile event ids (UUID v5).
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6c73_7265_636f_4e63_8000_0000_0000_0001);
+    let mut name = [0u8; 32];
+    name[..16].copy_from_slice(resource_id.as_bytes());
+    name[16..].copy_from_slice(&due_at.unix_timestamp_nanos().to_be_bytes());
+    Uuid::new_v5(&NAMESPACE, &name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +174,7 @@ mod tests {
             generation: 2,
             phase: Phase::Ready,
             min_observed_generation: Some(2),
+            pending_reason: None,
         }
     }
 
@@ -275,6 +295,46 @@ mod tests {
                 )
                 .needs_attention
         );
+    }
+
+    #[test]
+    fn a_pending_trigger_names_the_reason_but_not_the_first_reconcile() {
+        check(
+            ReconcileFacts {
+                pending_reason: Some(ReconcileReason::SpecChange),
+                min_observed_generation: Some(1),
+                ..facts()
+            },
+            ReconcileReason::SpecChange,
+            true,
+        );
+        check(
+            ReconcileFacts {
+                pending_reason: Some(ReconcileReason::StatusChange),
+                ..facts()
+            },
+            ReconcileReason::StatusChange,
+            false,
+        );
+        check(
+            ReconcileFacts {
+                pending_reason: Some(ReconcileReason::ClusterCreated),
+                last_reconciled_at: None,
+                ..facts()
+            },
+            ReconcileReason::NeverReconciled,
+            false,
+        );
+    }
+
+    #[test]
+    fn event_ids_are_stable_per_resource_and_due_time() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let id = reconcile_event_id(a, NOW);
+        assert_eq!(id, reconcile_event_id(a, NOW));
+        assert_eq!(id.get_version_num(), 5);
+        assert_ne!(id, reconcile_event_id(b, NOW));
+        assert_ne!(id, reconcile_event_id(a, NOW + Duration::microseconds(1)));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! server reflection to every service.
 
 pub mod auth;
+pub mod client;
 pub mod convert;
 pub mod server;
 
@@ -17,6 +18,12 @@ pub mod publisher {
 pub mod status {
     #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
     tonic::include_proto!("cls.status.v1");
+}
+
+/// `cls.scheduler.v1`: the reconcile-scheduler's API.
+pub mod scheduler {
+    #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("cls.scheduler.v1");
 }
 
 /// The encoded descriptors of every CLS proto file, for server reflection.

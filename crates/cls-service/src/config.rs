@@ -126,6 +126,31 @@ impl<'a> Vars<'a> {
         Ok(value)
     }
 
+    /// The `http(s)://host:port` URL of a peer service.
+    pub fn url(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
+        let url = self.string(name, default);
+        if url.starts_with("http://") || url.starts_with("https://") {
+            Ok(url)
+        } else {
+            Err(invalid(
+                name,
+                format!("must be an http(s) URL, or off where allowed (got '{url}')"),
+            ))
+        }
+    }
+
+    /// A peer URL that may be turned `off` (then `None`).
+    pub fn optional_url(
+        &self,
+        name: &'static str,
+        default: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        match self.get(name) {
+            Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
+            _ => self.url(name, default).map(Some),
+        }
+    }
+
     pub fn log_format(&self, name: &'static str) -> Result<LogFormat, ConfigError> {
         match self.get(name).unwrap_or("json") {
             "json" => Ok(LogFormat::Json),

@@ -26,6 +26,7 @@ pub mod migrate;
 pub mod nodepools;
 pub mod outbox;
 pub mod pool;
+pub mod schedule;
 pub mod schema;
 pub mod status;
 

@@ -76,6 +76,8 @@ diesel::table! {
         pending_reason -> Nullable<Text>,
         claimed_by -> Nullable<Text>,
         claim_expires_at -> Nullable<Timestamptz>,
+        claimed_due_at -> Nullable<Timestamptz>,
+        pending_since -> Nullable<Timestamptz>,
     }
 }
 
@@ -206,6 +208,8 @@ pub const TABLES: &[(&str, &[&str])] = &[
             "pending_reason",
             "claimed_by",
             "claim_expires_at",
+            "claimed_due_at",
+            "pending_since",
         ],
     ),
     (

@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod events;
 pub mod gate;
 pub mod postgres;
+pub mod subscriber;
 
 pub use emulator::PubSubEmulator;
 pub use gate::TcpGate;

@@ -16,8 +16,7 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 
-/// Called after a report or the sweep changed a resource's aggregated phase (the
-/// reconcile-scheduler issue connects it to a reactive reconcile).
+/// Called after a report or the sweep changed a resource's aggregated phase (after commit).
 pub trait PhaseChangeHook: Send + Sync + std::fmt::Debug {
     fn phase_changed(&self, kind: ResourceKind, id: Uuid, cluster_id: Uuid, phase: Phase);
 }
@@ -29,6 +28,22 @@ pub struct LogPhaseChanges;
 impl PhaseChangeHook for LogPhaseChanges {
     fn phase_changed(&self, kind: ResourceKind, id: Uuid, cluster_id: Uuid, phase: Phase) {
         tracing::info!(kind = kind.as_str(), %id, %cluster_id, phase = phase.as_str(), "aggregated phase changed");
+    }
+}
+
+/// The deployed hook: a log line and a `status_change` reconcile trigger to the
+/// reconcile-scheduler (fire-and-forget; the periodic reconcile covers a lost trigger).
+#[derive(Debug)]
+pub struct ReconcileOnPhaseChange(pub cls_rpc::client::ReconcileTriggers);
+
+impl PhaseChangeHook for ReconcileOnPhaseChange {
+    fn phase_changed(&self, kind: ResourceKind, id: Uuid, cluster_id: Uuid, phase: Phase) {
+        LogPhaseChanges.phase_changed(kind, id, cluster_id, phase);
+        self.0.fire(
+            kind,
+            id,
+            cls_domain::reconcile::ReconcileReason::StatusChange,
+        );
     }
 }
 

@@ -17,6 +17,8 @@ pub mod env {
     pub const STATUS_SWEEP_INTERVAL: &str = "STATUS_SWEEP_INTERVAL";
     pub const STATUS_SWEEP_BATCH: &str = "STATUS_SWEEP_BATCH";
     pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
+    pub const RECONCILE_SCHEDULER_URL: &str = "RECONCILE_SCHEDULER_URL";
+    pub const PEER_TIMEOUT: &str = "PEER_TIMEOUT";
     pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
 }
 
@@ -36,6 +38,10 @@ pub struct Config {
     pub sweep_interval: Duration,
     pub sweep_batch: i64,
     pub shared_token: Option<String>,
+    /// Where phase changes send `status_change` reconcile triggers; `off`: nowhere.
+    pub reconcile_scheduler_url: Option<String>,
+    /// Deadline of one trigger call.
+    pub peer_timeout: Duration,
     pub shutdown_timeout: Duration,
 }
 
@@ -72,6 +78,9 @@ impl Config {
                 .positive_duration(env::STATUS_SWEEP_INTERVAL, Duration::from_secs(10))?,
             sweep_batch: vars.number(env::STATUS_SWEEP_BATCH, 200, 1..=10_000)?,
             shared_token: vars.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
+            reconcile_scheduler_url: vars
+                .optional_url(env::RECONCILE_SCHEDULER_URL, "http://127.0.0.1:50052")?,
+            peer_timeout: vars.positive_duration(env::PEER_TIMEOUT, Duration::from_secs(5))?,
             shutdown_timeout: vars.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
         })
     }

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use aggregator::{Aggregator, LogPhaseChanges, PhaseChangeHook};
+pub use aggregator::{Aggregator, LogPhaseChanges, PhaseChangeHook, ReconcileOnPhaseChange};
 pub use config::Config;
 
 use crate::metrics::Metrics;
@@ -168,7 +168,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin = TcpListener::bind(("0.0.0.0", config.metrics_port))
         .await
         .with_context(|| format!("binding the metrics port {}", config.metrics_port))?;
-    let running = start(&config, Arc::new(LogPhaseChanges), grpc, admin).await?;
+    let triggers = cls_rpc::client::ReconcileTriggers::new(
+        config.reconcile_scheduler_url.as_deref(),
+        config.peer_timeout,
+        SharedToken::from_option(config.shared_token.clone()),
+    )?;
+    let running = start(
+        &config,
+        Arc::new(ReconcileOnPhaseChange(triggers)),
+        grpc,
+        admin,
+    )
+    .await?;
     tracing::info!(grpc = %running.grpc_addr, admin = %running.admin_addr, "status-aggregator running");
     cls_service::shutdown_signal().await;
     running.shutdown().await;

@@ -4,9 +4,10 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use cls_domain::ErrorCode;
 use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
+use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::{
-    Cluster, CreateClusterRequest, CreateNodePoolRequest, NodePool, SERVER_OWNED_FIELDS,
-    SERVER_OWNED_ON_UPDATE, UpdateClusterRequest,
+    Cluster, CreateClusterRequest, CreateNodePoolRequest, NodePool, ResourceKind,
+    SERVER_OWNED_FIELDS, SERVER_OWNED_ON_UPDATE, UpdateClusterRequest,
 };
 use cls_domain::status::Phase;
 use cls_domain::validate::{ClusterIdentity, validate_cluster_create, validate_cluster_update};
@@ -197,7 +198,7 @@ pub(crate) async fn update_cluster(
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool.get().await?;
-    let cluster = conn
+    let (cluster, spec_changed) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let stored = clusters::lock_live(conn, &caller, id)
                 .await
@@ -223,9 +224,14 @@ pub(crate) async fn update_cluster(
                 )
                 .await?;
             }
-            Ok(updated.resource)
+            Ok((updated.resource, updated.spec_changed))
         })
         .await?;
+    if spec_changed {
+        state
+            .reconcile
+            .fire(ResourceKind::Cluster, id, ReconcileReason::SpecChange);
+    }
     Ok(with_etag(
         HttpResponse::Ok(),
         &cluster.resource_version,

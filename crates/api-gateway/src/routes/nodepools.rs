@@ -5,8 +5,9 @@ use cls_domain::ErrorCode;
 use cls_domain::FieldError;
 use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
 use cls_domain::identity::Caller;
+use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::{
-    CreateNodePoolRequest, NodePool, SERVER_OWNED_FIELDS, SERVER_OWNED_ON_UPDATE,
+    CreateNodePoolRequest, NodePool, ResourceKind, SERVER_OWNED_FIELDS, SERVER_OWNED_ON_UPDATE,
     UpdateNodePoolRequest,
 };
 use cls_domain::validate::{NodePoolIdentity, validate_nodepool_create, validate_nodepool_update};
@@ -236,7 +237,7 @@ pub(crate) async fn update_nodepool(
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool.get().await?;
-    let nodepool = conn
+    let (nodepool, spec_changed) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let stored = nodepools::lock_live(conn, &caller, id)
                 .await
@@ -267,9 +268,14 @@ pub(crate) async fn update_nodepool(
                 )
                 .await?;
             }
-            Ok(updated.resource)
+            Ok((updated.resource, updated.spec_changed))
         })
         .await?;
+    if spec_changed {
+        state
+            .reconcile
+            .fire(ResourceKind::NodePool, id, ReconcileReason::SpecChange);
+    }
     Ok(with_etag(
         HttpResponse::Ok(),
         &nodepool.resource_version,

@@ -1,0 +1,214 @@
+//! The CLS reconcile-scheduler (SPEC §6): keeps every live cluster and nodepool on a due-time
+//! schedule and emits `cluster.reconcile` / `nodepool.reconcile` events through the
+//! event-publisher — periodically by policy, and reactively (debounced) after spec and status
+//! changes. Any number of replicas; each due item is emitted by one.
+
+pub mod config;
+pub mod grpc;
+pub mod metrics;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cls_rpc::auth::SharedToken;
+use cls_rpc::publisher::event_publisher_client::EventPublisherClient;
+use cls_rpc::scheduler::reconcile_scheduler_server::ReconcileSchedulerServer;
+use cls_rpc::server::GrpcServer;
+use cls_service::admin;
+use cls_storage::{PgPool, schedule};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use scheduler::Scheduler;
+
+use crate::metrics::Metrics;
+
+/// The running service.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    pub metrics: Metrics,
+    pub replica_id: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl Running {
+    /// Stops accepting calls, finishes the current round and in-flight calls, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(self.shutdown_timeout, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown timed out");
+        }
+    }
+
+    /// Stops every task at once, as if the process died (tests): claims stay until they
+    /// expire.
+    pub fn abort(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn duration(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+/// Starts the claim loop, the purge job, the gRPC server and the admin server. Neither
+/// Postgres nor the event-publisher need be up.
+pub async fn start(
+    config: &Config,
+    grpc: TcpListener,
+    admin_listener: TcpListener,
+) -> anyhow::Result<Running> {
+    let grpc_addr = grpc.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let pool = cls_storage::pool(&config.database_url, config.database_max_connections);
+    let metrics = Metrics::new();
+    let token = SharedToken::from_option(config.shared_token.clone());
+    let publisher = EventPublisherClient::with_interceptor(
+        cls_rpc::client::channel(&config.publisher_url, config.peer_timeout)?,
+        token.clone(),
+    );
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let scheduler = Scheduler {
+        pool: pool.clone(),
+        publisher,
+        metrics: metrics.clone(),
+        policy: config.policy,
+        replica: config.replica_id.clone(),
+        claim_ttl: duration(config.claim_ttl),
+        batch_size: config.batch_size,
+        retry_backoff: duration(config.retry_backoff),
+    };
+    let mut tasks = vec![
+        tokio::spawn(scheduler::claim_loop(
+            scheduler,
+            config.poll_interval,
+            config.retry_backoff,
+            stopped.clone(),
+        )),
+        tokio::spawn(scheduler::purge_loop(
+            pool.clone(),
+            metrics.clone(),
+            duration(config.deleted_retention),
+            config.purge_interval,
+            config.purge_batch,
+            stopped.clone(),
+        )),
+    ];
+
+    let service = ReconcileSchedulerServer::with_interceptor(
+        grpc::SchedulerService {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            debounce: duration(config.debounce),
+            debounce_max_wait: duration(config.debounce_max_wait),
+            overdue_after: config.policy.attention_interval,
+            replica: config.replica_id.clone(),
+        },
+        move |request| token.check(request),
+    );
+    let server = GrpcServer::new().add(service).await;
+    let grpc_stop = until_stopped(stopped.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = server.serve(grpc, grpc_stop).await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+
+    let router = admin::router(
+        metrics.registry.clone(),
+        readiness(pool.clone()),
+        Some(before_scrape(
+            pool,
+            metrics.clone(),
+            config.policy.attention_interval,
+        )),
+    );
+    let admin_stop = until_stopped(stopped);
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = admin::serve(admin_listener, router, admin_stop).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    }));
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        metrics,
+        replica_id: config.replica_id.clone(),
+        stop,
+        tasks,
+        shutdown_timeout: config.shutdown_timeout,
+    })
+}
+
+/// Ready when the schedule database answers. The event-publisher is not part of it: while it
+/// is down the claim loop retries and nothing is lost, and restarting the scheduler would not
+/// help.
+fn readiness(pool: PgPool) -> admin::Readiness {
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let mut conn = pool.get().await.map_err(|e| format!("database: {e}"))?;
+            cls_storage::ping(&mut conn)
+                .await
+                .map_err(|e| format!("database: {e}"))
+        })
+    })
+}
+
+/// Refreshes the schedule gauges before each scrape.
+fn before_scrape(
+    pool: PgPool,
+    metrics: Metrics,
+    overdue_after: time::Duration,
+) -> admin::BeforeScrape {
+    Arc::new(move || {
+        let pool = pool.clone();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            let Ok(mut conn) = pool.get().await else {
+                return;
+            };
+            let now = time::OffsetDateTime::now_utc();
+            if let Ok(stats) = schedule::stats(&mut conn, now, overdue_after).await {
+                metrics.scheduled.set(stats.scheduled);
+                metrics.due.set(stats.due);
+                metrics.overdue.set(stats.overdue);
+                metrics.claimed.set(stats.claimed);
+                metrics.oldest_due.set(stats.oldest_due_seconds);
+            }
+        })
+    })
+}
+
+/// Runs the service until SIGTERM/SIGINT (the binary's body).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let grpc = TcpListener::bind(("0.0.0.0", config.grpc_port))
+        .await
+        .with_context(|| format!("binding the gRPC port {}", config.grpc_port))?;
+    let admin = TcpListener::bind(("0.0.0.0", config.metrics_port))
+        .await
+        .with_context(|| format!("binding the metrics port {}", config.metrics_port))?;
+    let running = start(&config, grpc, admin).await?;
+    tracing::info!(grpc = %running.grpc_addr, admin = %running.admin_addr, replica = %running.replica_id, "reconcile-scheduler running");
+    cls_service::shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
