@@ -1,11 +1,12 @@
 //! `cargo xtask dev`: the whole system on one machine, without Docker.
 //!
-//! Starts Postgres (the development cluster of `cargo xtask db`, or `DATABASE_URL`) and the
-//! Pub/Sub emulator (or `PUBSUB_EMULATOR_HOST`), migrates, builds and starts every service
-//! with local defaults, waits until each `/readyz` is green, prints where things are, and
-//! streams the services' logs with a prefix each. Ctrl-C stops everything it started — by
-//! PID, nothing else. `--smoke` (used by `cargo xtask ci`) creates a cluster through the API,
-//! checks it can be read back, and stops.
+//! Starts a throwaway Postgres (or uses `DATABASE_URL`) and the Pub/Sub emulator (or uses
+//! `PUBSUB_EMULATOR_HOST`), migrates, builds and starts the four services with local defaults,
+//! waits until each `/readyz` is green, prints where things are, and streams the services'
+//! logs with a prefix each. Ctrl-C stops everything it started — by PID, nothing else — and
+//! removes the throwaway database. `--smoke` (used by `cargo xtask ci`) creates a cluster
+//! through the API, waits until the scheduler's first reconcile event for it was published to
+//! Pub/Sub, and stops.
 
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::process::CommandExt as _;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use cls_test_support::PubSubEmulator;
-use cls_test_support::postgres::pg_bindir;
+use cls_test_support::postgres::{ensure_cluster, pg_bindir, stop_cluster};
 use xshell::{Shell, cmd};
 
 /// A service to run: binary, admin port, extra environment.
@@ -88,21 +89,25 @@ pub(crate) fn dev(sh: &Shell, smoke: bool) -> anyhow::Result<()> {
 
     cmd!(
         sh,
-        "cargo build --locked -p api-gateway -p status-aggregator -p event-publisher -p cls-storage"
+        "cargo build --locked -p api-gateway -p status-aggregator -p event-publisher -p reconcile-scheduler -p cls-storage"
     )
     .run()?;
     let bin = crate::bench::target_dir().join("debug");
 
-    // Postgres: ours (started if needed, stopped at the end if we started it) or the caller's.
-    let dev_pg = crate::pg::dev_dir();
-    let pg_was_running = crate::pg::is_running(&dev_pg);
-    let database_url = crate::database_url(sh)?;
-    let _pg_guard = Stop(move || {
-        if own_database && !pg_was_running && crate::pg::is_running(&dev_pg) {
-            let _ = crate::pg::stop(&dev_pg);
-            eprintln!("dev: stopped Postgres");
-        }
-    });
+    // Postgres: a throwaway cluster of this run (stopped and removed at the end), or the
+    // caller's.
+    let (database_url, _pg_guard) = if own_database {
+        let (dir, url) = throwaway_postgres()?;
+        let guard = Stop(move || {
+            let _ = stop_cluster(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_file(dir.with_extension("lock"));
+            eprintln!("dev: stopped and removed the throwaway Postgres");
+        });
+        (url, Some(guard))
+    } else {
+        (std::env::var("DATABASE_URL")?, None)
+    };
     cmd!(sh, "{bin}/migrate")
         .env("DATABASE_URL", &database_url)
         .run()?;
@@ -121,12 +126,17 @@ pub(crate) fn dev(sh: &Shell, smoke: bool) -> anyhow::Result<()> {
 
     let api_port = port(8080)?;
     let aggregator_grpc = port(50051)?;
+    let scheduler_grpc = port(50052)?;
     let publisher_grpc = port(50053)?;
+    let scheduler_url = format!("http://127.0.0.1:{scheduler_grpc}");
     let services = [
         Service {
             name: "status-aggregator",
             admin_port: port(8083)?,
-            env: vec![("GRPC_PORT", aggregator_grpc.to_string())],
+            env: vec![
+                ("GRPC_PORT", aggregator_grpc.to_string()),
+                ("RECONCILE_SCHEDULER_URL", scheduler_url.clone()),
+            ],
         },
         Service {
             name: "event-publisher",
@@ -138,6 +148,17 @@ pub(crate) fn dev(sh: &Shell, smoke: bool) -> anyhow::Result<()> {
             ],
         },
         Service {
+            name: "reconcile-scheduler",
+            admin_port: port(8084)?,
+            env: vec![
+                ("GRPC_PORT", scheduler_grpc.to_string()),
+                (
+                    "EVENT_PUBLISHER_URL",
+                    format!("http://127.0.0.1:{publisher_grpc}"),
+                ),
+            ],
+        },
+        Service {
             name: "api-gateway",
             admin_port: port(8081)?,
             env: vec![
@@ -146,6 +167,7 @@ pub(crate) fn dev(sh: &Shell, smoke: bool) -> anyhow::Result<()> {
                     "STATUS_AGGREGATOR_URL",
                     format!("http://127.0.0.1:{aggregator_grpc}"),
                 ),
+                ("RECONCILE_SCHEDULER_URL", scheduler_url),
             ],
         },
     ];
@@ -186,7 +208,7 @@ pub(crate) fn dev(sh: &Shell, smoke: bool) -> anyhow::Result<()> {
             let (lines, name) = (lines.clone(), service.name);
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if lines.send(format!("[{name:<17}] {line}")).is_err() {
+                    if lines.send(format!("[{name:<19}] {line}")).is_err() {
                         break;
                     }
                 }
@@ -224,12 +246,15 @@ pub(crate) fn dev(sh: &Shell, smoke: bool) -> anyhow::Result<()> {
     }
     let api = format!("http://127.0.0.1:{api_port}");
     eprintln!(
-        "\ndev: CLS is running\n  API:      {api}/api/v1/clusters\n  docs:     {api}/docs/\n  metrics:  gateway :{} · aggregator :{} · publisher :{}\n  Pub/Sub:  {pubsub_host} (project cls-local)\n  database: {database_url}\n\n  try: curl -s -H 'X-User-Email: you@example.com' {api}/api/v1/clusters\n\n  Ctrl-C stops everything started here.\n",
-        services[2].admin_port, services[0].admin_port, services[1].admin_port
+        "\ndev: CLS is running\n  API:      {api}/api/v1/clusters\n  docs:     {api}/docs/\n  metrics:  gateway :{} · aggregator :{} · publisher :{} · scheduler :{}\n  Pub/Sub:  {pubsub_host} (project cls-local)\n  database: {database_url}\n\n  try: curl -s -H 'X-User-Email: you@example.com' {api}/api/v1/clusters\n\n  Ctrl-C stops everything started here.\n",
+        services[3].admin_port,
+        services[0].admin_port,
+        services[1].admin_port,
+        services[2].admin_port
     );
 
     if smoke {
-        let result = smoke_test(&api);
+        let result = smoke_test(&api, services[2].admin_port, services[1].admin_port);
         drain(&log);
         running.reverse();
         drop(running);
@@ -261,6 +286,38 @@ pub(crate) fn dev(sh: &Shell, smoke: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a fresh cluster in the temp directory, named after this process, on a free port, and
+/// returns its directory and URL. Clusters left by earlier runs that died without cleaning up
+/// (their process is gone) are stopped and removed first, so nothing stale is reused.
+fn throwaway_postgres() -> anyhow::Result<(std::path::PathBuf, String)> {
+    let tmp = std::env::temp_dir();
+    for entry in std::fs::read_dir(&tmp)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("cls-dev-")
+            .map(|rest| rest.trim_end_matches(".lock"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            let _ = stop_cluster(&path);
+            let _ = std::fs::remove_dir_all(&path);
+            eprintln!("dev: removed the Postgres of an earlier run ({name})");
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    let dir = tmp.join(format!("cls-dev-{}", std::process::id()));
+    eprintln!("dev: starting a throwaway Postgres in {}…", dir.display());
+    let url = ensure_cluster(&dir, None, &[])?;
+    Ok((dir, url))
+}
+
 /// Prints what the services logged so far.
 fn drain(log: &mpsc::Receiver<String>) {
     while let Ok(line) = log.try_recv() {
@@ -275,8 +332,10 @@ fn http_ok(url: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Creates a cluster through the API and reads it back, status included.
-fn smoke_test(api: &str) -> anyhow::Result<()> {
+/// Creates a cluster through the API, reads its status back, and waits until the scheduler
+/// emitted its first reconcile and the publisher delivered both events to Pub/Sub: every
+/// service took part, over its real gRPC and Pub/Sub connections.
+fn smoke_test(api: &str, scheduler_admin: u16, publisher_admin: u16) -> anyhow::Result<()> {
     let name = format!("smoke-{}", std::process::id());
     let body = format!(
         r#"{{"name":"{name}","spec":{{"infraID":"smoke","platform":{{"type":"gcp","gcp":{{"projectID":"p","region":"r","network":"n","subnet":"s"}}}}}}}}"#
@@ -299,8 +358,33 @@ fn smoke_test(api: &str) -> anyhow::Result<()> {
     if status["status"]["phase"] != "Pending" {
         bail!("unexpected status of a new cluster: {status}");
     }
-    eprintln!("dev --smoke: created cluster {id} and read its status through the API");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scheduled = r#"reconcile_events_emitted_total{kind="cluster",reason="never_reconciled"}"#;
+    let published = r#"events_published_total{topic="cluster-events"}"#;
+    loop {
+        let emitted = metric(scheduler_admin, scheduled)?;
+        let delivered = metric(publisher_admin, published)?;
+        if emitted >= 1.0 && delivered >= 2.0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("events did not flow: {scheduled} = {emitted}, {published} = {delivered}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "dev --smoke: created cluster {id}, read its status, and saw cluster.created and its first reconcile published"
+    );
     Ok(())
+}
+
+/// One series of a service's `/metrics` (0 when absent).
+fn metric(admin_port: u16, series: &str) -> anyhow::Result<f64> {
+    let text = curl(&[&format!("http://127.0.0.1:{admin_port}/metrics")])?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0))
 }
 
 fn curl(args: &[&str]) -> anyhow::Result<String> {

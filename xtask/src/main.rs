@@ -1,9 +1,9 @@
 //! Project automation, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
 //!
 //! - `dev [--smoke]`: run the whole system locally (see `dev.rs`).
-//! - `ci`: everything CI checks: formatting, clippy with `-D warnings`, the build, and the
-//!   whole test suite under nextest (real Postgres, real Pub/Sub emulator, both started by
-//!   the test harness itself).
+//! - `ci`: everything CI checks: formatting, clippy with `-D warnings`, the build, the whole
+//!   test suite under nextest (real Postgres, real Pub/Sub emulator, both started by the test
+//!   harness itself), and `dev --smoke`.
 //! - `db [migrate]`: make sure a local Postgres is running (or use `DATABASE_URL`), create the
 //!   `cls` database and apply the migrations; prints the `DATABASE_URL` to use.
 //! - `db reset`: revert every migration and apply them again.
@@ -88,6 +88,8 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
         pg::stop(&test_pg)?;
     }
     tests?;
+    // The README's first command, end to end: every service started as `cargo xtask dev` does.
+    dev::dev(sh, true)?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }
