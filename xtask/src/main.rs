@@ -1,9 +1,10 @@
 //! Project automation, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
 //!
 //! - `dev [--smoke]`: run the whole system locally (see `dev.rs`).
+//! - `deploy-check`: validate the Helm chart, docker-compose.yml and the Dockerfile offline.
 //! - `ci`: everything CI checks: formatting, clippy with `-D warnings`, the build, the whole
 //!   test suite under nextest (real Postgres, real Pub/Sub emulator, both started by the test
-//!   harness itself), and `dev --smoke`.
+//!   harness itself), `deploy-check`, and `dev --smoke`.
 //! - `db [migrate]`: make sure a local Postgres is running (or use `DATABASE_URL`), create the
 //!   `cls` database and apply the migrations; prints the `DATABASE_URL` to use.
 //! - `db reset`: revert every migration and apply them again.
@@ -12,6 +13,8 @@
 
 mod bench;
 mod bench_publisher;
+mod bench_scheduler;
+mod deploy;
 mod dev;
 mod pg;
 
@@ -41,6 +44,7 @@ fn run() -> anyhow::Result<()> {
     sh.change_dir(project_root());
     match args.as_slice() {
         ["ci"] => ci(&sh),
+        ["deploy-check"] => deploy::check(&sh),
         ["dev"] => dev::dev(&sh, false),
         ["dev", "--smoke"] => dev::dev(&sh, true),
         ["db"] | ["db", "migrate"] => db_migrate(&sh),
@@ -56,7 +60,7 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
-fn project_root() -> PathBuf {
+pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -88,6 +92,7 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
         pg::stop(&test_pg)?;
     }
     tests?;
+    deploy::check(sh)?;
     // The README's first command, end to end: every service started as `cargo xtask dev` does.
     dev::dev(sh, true)?;
     eprintln!("xtask ci: all checks passed");
@@ -95,7 +100,7 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
 }
 
 /// A command-line tool from PyPI, installed once into `.tools/venv` (git-ignored).
-fn python_tool(sh: &Shell, tool: &str, requirement: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn python_tool(sh: &Shell, tool: &str, requirement: &str) -> anyhow::Result<PathBuf> {
     let venv = project_root().join(".tools/venv");
     let path = venv.join("bin").join(tool);
     if !path.exists() {
