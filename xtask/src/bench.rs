@@ -25,18 +25,22 @@ const LIST_SIZE: u64 = 10_000;
 /// What to measure: `all`, `gateway` or `publisher`. A section not measured is kept from the
 /// existing `docs/benchmarks.md`.
 pub(crate) fn bench(sh: &Shell, what: &str) -> anyhow::Result<()> {
-    if !matches!(what, "all" | "gateway" | "publisher") {
-        bail!("usage: cargo xtask bench [all|gateway|publisher]");
+    if !matches!(what, "all" | "gateway" | "publisher" | "scheduler") {
+        bail!("usage: cargo xtask bench [all|gateway|publisher|scheduler]");
     }
     let path = super::project_root().join("docs/benchmarks.md");
     let existing = std::fs::read_to_string(&path).unwrap_or_default();
     let mut gateway_section = section(&existing, "## api-gateway");
     let mut publisher_section = section(&existing, "## event-publisher");
+    let mut scheduler_section = section(&existing, "## reconcile-scheduler");
     if matches!(what, "all" | "gateway") {
         gateway_section = gateway(sh)?;
     }
     if matches!(what, "all" | "publisher") {
         publisher_section = crate::bench_publisher::publisher(sh)?;
+    }
+    if matches!(what, "all" | "scheduler") {
+        scheduler_section = crate::bench_scheduler::scheduler(sh)?;
     }
     let mut out = String::new();
     writeln!(out, "# Benchmarks")?;
@@ -53,7 +57,7 @@ pub(crate) fn bench(sh: &Shell, what: &str) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;
     writeln!(out)?;
-    for part in [gateway_section, publisher_section] {
+    for part in [gateway_section, publisher_section, scheduler_section] {
         if !part.is_empty() {
             out.push_str(part.trim_end());
             out.push_str("\n\n");

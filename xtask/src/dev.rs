@@ -4,9 +4,9 @@
 //! `PUBSUB_EMULATOR_HOST`), migrates, builds and starts the four services with local defaults,
 //! waits until each `/readyz` is green, prints where things are, and streams the services'
 //! logs with a prefix each. Ctrl-C stops everything it started — by PID, nothing else — and
-//! removes the throwaway database. `--smoke` (used by `cargo xtask ci`) creates a cluster
-//! through the API, waits until the scheduler's first reconcile event for it was published to
-//! Pub/Sub, and stops.
+//! removes the throwaway database. `--smoke` (used by `cargo xtask ci`) drives a whole
+//! lifecycle over HTTP against the running binaries, checks the events on a Pub/Sub
+//! subscription at every step, and stops.
 
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::process::CommandExt as _;
@@ -254,7 +254,7 @@ pub(crate) fn dev(sh: &Shell, smoke: bool) -> anyhow::Result<()> {
     );
 
     if smoke {
-        let result = smoke_test(&api, services[2].admin_port, services[1].admin_port);
+        let result = smoke_test(&api, &pubsub_host);
         drain(&log);
         running.reverse();
         drop(running);
@@ -332,79 +332,266 @@ fn http_ok(url: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Creates a cluster through the API, reads its status back, and waits until the scheduler
-/// emitted its first reconcile and the publisher delivered both events to Pub/Sub: every
-/// service took part, over its real gRPC and Pub/Sub connections.
-fn smoke_test(api: &str, scheduler_admin: u16, publisher_admin: u16) -> anyhow::Result<()> {
+/// The end-to-end lifecycle against the running binaries, over HTTP only, as a user, a
+/// controller and a Pub/Sub subscriber see it: create a cluster and a nodepool → their
+/// lifecycle and first reconcile events arrive on a subscription → a controller reports →
+/// Ready (and a `status_change` reconcile) → a spec update (generation 2, `spec_change`
+/// reconcile) → delete (deletion events). Proves the four services cooperate over gRPC.
+fn smoke_test(api: &str, pubsub: &str) -> anyhow::Result<()> {
+    let events = Subscription::create(pubsub)?;
+    let user = "smoke@example.com";
+    let controller = "controller@system.local";
     let name = format!("smoke-{}", std::process::id());
-    let body = format!(
-        r#"{{"name":"{name}","spec":{{"infraID":"smoke","platform":{{"type":"gcp","gcp":{{"projectID":"p","region":"r","network":"n","subnet":"s"}}}}}}}}"#
-    );
-    let created = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &body,
-        &format!("{api}/api/v1/clusters"),
-    ])?;
-    let cluster: serde_json::Value = serde_json::from_str(&created)?;
+    let cluster = expect(
+        201,
+        http(
+            "POST",
+            &format!("{api}/api/v1/clusters"),
+            user,
+            Some(&serde_json::json!({
+                "name": name,
+                "spec": {"infraID": "smoke", "platform": {"type": "GCP", "gcp": {
+                    "projectID": "p", "region": "us-central1", "network": "n", "subnet": "s"}}}
+            })),
+        )?,
+    )?;
     let id = cluster["id"]
         .as_str()
-        .context("no id in the created cluster")?;
-    let status: serde_json::Value =
-        serde_json::from_str(&curl(&[&format!("{api}/api/v1/clusters/{id}/status")])?)?;
-    if status["status"]["phase"] != "Pending" {
-        bail!("unexpected status of a new cluster: {status}");
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let scheduled = r#"reconcile_events_emitted_total{kind="cluster",reason="never_reconciled"}"#;
-    let published = r#"events_published_total{topic="cluster-events"}"#;
-    loop {
-        let emitted = metric(scheduler_admin, scheduled)?;
-        let delivered = metric(publisher_admin, published)?;
-        if emitted >= 1.0 && delivered >= 2.0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("events did not flow: {scheduled} = {emitted}, {published} = {delivered}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        .context("no id in the created cluster")?
+        .to_owned();
+    let nodepool = expect(
+        201,
+        http(
+            "POST",
+            &format!("{api}/api/v1/nodepools"),
+            user,
+            Some(&serde_json::json!({
+                "cluster_id": id, "name": "workers",
+                "spec": {"replicas": 2, "platform": {"type": "GCP", "gcp": {"instanceType": "n2-standard-8"}}}
+            })),
+        )?,
+    )?;
+    let nodepool_id = nodepool["id"]
+        .as_str()
+        .context("no nodepool id")?
+        .to_owned();
+    events.wait_for(&[
+        ("cluster.created", None, 1),
+        ("nodepool.created", None, 1),
+        ("cluster.reconcile", Some("never_reconciled"), 1),
+        ("nodepool.reconcile", Some("never_reconciled"), 1),
+    ])?;
     eprintln!(
-        "dev --smoke: created cluster {id}, read its status, and saw cluster.created and its first reconcile published"
+        "dev --smoke: cluster {id} and nodepool {nodepool_id} created; lifecycle and first reconcile events received"
+    );
+
+    let report = serde_json::json!({
+        "controller_name": "smoke-controller", "observed_generation": 1,
+        "conditions": [{"type": "Available", "status": "True", "reason": "Done", "message": "ok"}]
+    });
+    expect(
+        200,
+        http(
+            "PUT",
+            &format!("{api}/api/v1/clusters/{id}/status"),
+            controller,
+            Some(&report),
+        )?,
+    )?;
+    let ready = expect(
+        200,
+        http("GET", &format!("{api}/api/v1/clusters/{id}"), user, None)?,
+    )?;
+    if ready["status"]["phase"] != "Ready" {
+        bail!("the cluster is not Ready after the report: {ready}");
+    }
+    events.wait_for(&[("cluster.reconcile", Some("status_change"), 1)])?;
+    eprintln!("dev --smoke: a controller report made it Ready; status_change reconcile received");
+
+    let mut spec = cluster["spec"].clone();
+    spec["infraID"] = "smoke-2".into();
+    let updated = expect(
+        200,
+        http(
+            "PUT",
+            &format!("{api}/api/v1/clusters/{id}"),
+            user,
+            Some(&serde_json::json!({"spec": spec})),
+        )?,
+    )?;
+    if updated["generation"] != 2 || updated["status"]["phase"] != "Pending" {
+        bail!("a spec update should give generation 2, Pending: {updated}");
+    }
+    events.wait_for(&[
+        ("cluster.updated", None, 2),
+        ("cluster.reconcile", Some("spec_change"), 2),
+    ])?;
+    eprintln!(
+        "dev --smoke: spec update to generation 2; cluster.updated and spec_change reconcile received"
+    );
+
+    expect(
+        202,
+        http(
+            "DELETE",
+            &format!("{api}/api/v1/clusters/{id}?force=true"),
+            user,
+            None,
+        )?,
+    )?;
+    expect(
+        404,
+        http("GET", &format!("{api}/api/v1/clusters/{id}"), user, None)?,
+    )?;
+    events.wait_for(&[("cluster.deleted", None, 2), ("nodepool.deleted", None, 1)])?;
+    eprintln!(
+        "dev --smoke: deleted; cluster.deleted and nodepool.deleted received — the lifecycle works end to end"
     );
     Ok(())
 }
 
-/// One series of a service's `/metrics` (0 when absent).
-fn metric(admin_port: u16, series: &str) -> anyhow::Result<f64> {
-    let text = curl(&[&format!("http://127.0.0.1:{admin_port}/metrics")])?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0))
+/// The body of a response with the expected status, or an error showing what came instead.
+fn expect(status: u16, (got, body): (u16, serde_json::Value)) -> anyhow::Result<serde_json::Value> {
+    if got == status {
+        Ok(body)
+    } else {
+        bail!("expected HTTP {status}, got {got}: {body}")
+    }
 }
 
-fn curl(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("curl")
-        .args([
-            "-sf",
-            "--max-time",
-            "10",
-            "-H",
-            "X-User-Email: smoke@example.com",
-        ])
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "curl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// One HTTP call with curl as `who`; returns the status and the JSON body (null if none).
+fn http(
+    method: &str,
+    url: &str,
+    who: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut command = Command::new("curl");
+    command.args([
+        "-s",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        url,
+    ]);
+    if !who.is_empty() {
+        command.args(["-H", &format!("X-User-Email: {who}")]);
     }
-    Ok(String::from_utf8(out.stdout)?)
+    if let Some(body) = body {
+        command.args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+        ]);
+    }
+    let out = command.output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let (body, status) = text.rsplit_once('\n').context("no status from curl")?;
+    let status: u16 = status
+        .trim()
+        .parse()
+        .with_context(|| format!("{method} {url}: {text}"))?;
+    Ok((
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// Ordered subscriptions on both topics of the emulator, through its REST API.
+struct Subscription {
+    base: String,
+    names: Vec<String>,
+    received: std::cell::RefCell<Vec<serde_json::Value>>,
+}
+
+impl Subscription {
+    fn create(pubsub: &str) -> anyhow::Result<Subscription> {
+        let base = format!("http://{pubsub}/v1/projects/cls-local");
+        let mut names = Vec::new();
+        for topic in ["cluster-events", "nodepool-events"] {
+            let name = format!("smoke-{topic}-{}", std::process::id());
+            let body = serde_json::json!({
+                "topic": format!("projects/cls-local/topics/{topic}"),
+                "ackDeadlineSeconds": 60, "enableMessageOrdering": true
+            });
+            expect(
+                200,
+                http(
+                    "PUT",
+                    &format!("{base}/subscriptions/{name}"),
+                    "",
+                    Some(&body),
+                )?,
+            )?;
+            names.push(name);
+        }
+        Ok(Subscription {
+            base,
+            names,
+            received: Default::default(),
+        })
+    }
+
+    /// Pulls (and acknowledges) until every `(type, reason, generation)` was received at
+    /// least once, or fails after 30 s listing what arrived.
+    fn wait_for(&self, wanted: &[(&str, Option<&str>, i64)]) -> anyhow::Result<()> {
+        use base64::Engine as _;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let missing: Vec<_> = wanted
+                .iter()
+                .filter(|(kind, reason, generation)| {
+                    !self.received.borrow().iter().any(|e| {
+                        e["type"] == *kind
+                            && e["generation"] == *generation
+                            && reason.is_none_or(|r| e["reason"] == r)
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "events {missing:?} never arrived; received: {:#?}",
+                    self.received.borrow()
+                );
+            }
+            for name in &self.names {
+                let url = format!("{}/subscriptions/{name}", self.base);
+                let (_, pulled) = http(
+                    "POST",
+                    &format!("{url}:pull"),
+                    "",
+                    Some(&serde_json::json!({
+                        "maxMessages": 100, "returnImmediately": true
+                    })),
+                )?;
+                let mut ack_ids = Vec::new();
+                for m in pulled["receivedMessages"].as_array().into_iter().flatten() {
+                    ack_ids.push(m["ackId"].clone());
+                    let data = m["message"]["data"].as_str().unwrap_or_default();
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(data)?;
+                    self.received
+                        .borrow_mut()
+                        .push(serde_json::from_slice(&bytes)?);
+                }
+                if !ack_ids.is_empty() {
+                    http(
+                        "POST",
+                        &format!("{url}:acknowledge"),
+                        "",
+                        Some(&serde_json::json!({"ackIds": ack_ids})),
+                    )?;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 /// Runs a closure when dropped (clean-up on every exit path).

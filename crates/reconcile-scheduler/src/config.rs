@@ -23,6 +23,7 @@ pub mod env {
     pub const RECONCILE_DEBOUNCE_MAX_WAIT: &str = "RECONCILE_DEBOUNCE_MAX_WAIT";
     pub const RECONCILE_CLAIM_TTL: &str = "RECONCILE_CLAIM_TTL";
     pub const RECONCILE_BATCH_SIZE: &str = "RECONCILE_BATCH_SIZE";
+    pub const RECONCILE_WORKERS: &str = "RECONCILE_WORKERS";
     pub const RECONCILE_POLL_INTERVAL: &str = "RECONCILE_POLL_INTERVAL";
     pub const RECONCILE_RETRY_BACKOFF: &str = "RECONCILE_RETRY_BACKOFF";
     pub const RECONCILE_REPLICA_ID: &str = "RECONCILE_REPLICA_ID";
@@ -51,6 +52,8 @@ pub struct Config {
     /// How long a claim holds due items before another replica may take them over.
     pub claim_ttl: Duration,
     pub batch_size: i64,
+    /// Concurrent claim loops in this replica.
+    pub workers: usize,
     pub poll_interval: Duration,
     /// How long claimed items wait after a failed publish before they are due again.
     pub retry_backoff: Duration,
@@ -139,6 +142,7 @@ impl Config {
             debounce_max_wait,
             claim_ttl,
             batch_size: vars.number(env::RECONCILE_BATCH_SIZE, 500, 1..=1000)?,
+            workers: vars.number(env::RECONCILE_WORKERS, 2, 1..=16)?,
             poll_interval: vars
                 .positive_duration(env::RECONCILE_POLL_INTERVAL, Duration::from_secs(1))?,
             retry_backoff: vars

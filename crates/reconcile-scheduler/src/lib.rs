@@ -96,22 +96,26 @@ pub async fn start(
         batch_size: config.batch_size,
         retry_backoff: duration(config.retry_backoff),
     };
-    let mut tasks = vec![
-        tokio::spawn(scheduler::claim_loop(
-            scheduler,
-            config.poll_interval,
-            config.retry_backoff,
-            stopped.clone(),
-        )),
-        tokio::spawn(scheduler::purge_loop(
-            pool.clone(),
-            metrics.clone(),
-            duration(config.deleted_retention),
-            config.purge_interval,
-            config.purge_batch,
-            stopped.clone(),
-        )),
-    ];
+    // Several claim loops per replica overlap one round's database work with another's
+    // publish call; claims keep them apart as they keep replicas apart.
+    let mut tasks: Vec<JoinHandle<()>> = (0..config.workers)
+        .map(|_| {
+            tokio::spawn(scheduler::claim_loop(
+                scheduler.clone(),
+                config.poll_interval,
+                config.retry_backoff,
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    tasks.push(tokio::spawn(scheduler::purge_loop(
+        pool.clone(),
+        metrics.clone(),
+        duration(config.deleted_retention),
+        config.purge_interval,
+        config.purge_batch,
+        stopped.clone(),
+    )));
 
     let service = ReconcileSchedulerServer::with_interceptor(
         grpc::SchedulerService {

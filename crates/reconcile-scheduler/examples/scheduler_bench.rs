@@ -1,0 +1,253 @@
+//! The reconcile-scheduler benchmark, run by `cargo xtask bench` (release build):
+//!
+//! - **baseline**: the event-publisher's own gRPC `Publish` ceiling — the same reconcile
+//!   events sent directly in batches of 500, by as many concurrent callers as the schedulers
+//!   have claim loops (replicas × `RECONCILE_WORKERS`);
+//! - **scheduler**: 10 000 resources due at once, with one and with three replicas, timed
+//!   from the replicas' start until the publisher accepted every reconcile event.
+//!
+//! The publisher runs in-process on the same database; its relay points at an unreachable
+//! Pub/Sub (this measures acceptance into the outbox, as the issue asks, not delivery).
+//!
+//! Usage: `scheduler_bench OUT.json`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    reason = "a benchmark driver"
+)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cls_domain::event::{ReconcileEvent, ResourceRef};
+use cls_domain::parse::parse_json;
+use cls_domain::reconcile::ReconcileReason;
+use cls_domain::resource::SERVER_OWNED_FIELDS;
+use cls_domain::validate::{ReleaseDefaults, validate_cluster_create};
+use cls_rpc::publisher::PublishRequest;
+use cls_rpc::publisher::event_publisher_client::EventPublisherClient;
+use cls_test_support::TestDb;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+const RESOURCES: usize = 10_000;
+const BATCH: usize = 500;
+/// `RECONCILE_WORKERS`' default: claim loops per replica.
+const WORKERS: usize = 2;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "scheduler-bench.json".into());
+    let mut result = serde_json::Map::new();
+    for replicas in [1usize, 3] {
+        let db = TestDb::new().await;
+        let clusters = create_clusters(&db).await?;
+        let publisher = start_publisher(&db).await?;
+        let url = format!("http://{}", publisher.grpc_addr);
+
+        // As many concurrent callers as claim loops: replicas × RECONCILE_WORKERS (default 2).
+        let ceiling = publish_ceiling(&url, &clusters, replicas * WORKERS).await?;
+        let (seconds, lag_p99) = run_schedulers(&db, &url, replicas).await?;
+        println!(
+            "{replicas} replica(s): {RESOURCES} events in {seconds:.2} s ({:.0}/s); Publish ceiling with {} callers: {ceiling:.0}/s",
+            RESOURCES as f64 / seconds,
+            replicas * WORKERS
+        );
+        result.insert(format!("seconds_{replicas}"), seconds.into());
+        result.insert(
+            format!("events_per_s_{replicas}"),
+            (RESOURCES as f64 / seconds).into(),
+        );
+        result.insert(format!("ceiling_per_s_{replicas}"), ceiling.into());
+        result.insert(format!("claim_lag_p99_s_{replicas}"), lag_p99.into());
+        publisher.shutdown().await;
+    }
+    result.insert("resources".into(), RESOURCES.into());
+    let result = serde_json::Value::Object(result);
+    std::fs::write(&out, serde_json::to_string_pretty(&result)?)?;
+    println!("{result}");
+    Ok(())
+}
+
+/// 10 000 live clusters, all due now (a new resource is due at its creation).
+async fn create_clusters(db: &TestDb) -> anyhow::Result<Vec<Uuid>> {
+    let body = |i: usize| {
+        serde_json::json!({"name": format!("bench-{i}"), "spec": {"infraID": "i",
+            "platform": {"type": "GCP", "gcp": {"projectID": "p", "region": "r", "network": "n", "subnet": "s"}}}})
+    };
+    let defaults = ReleaseDefaults {
+        version: "4.16.0",
+        channel_group: "stable",
+    };
+    const WRITERS: usize = 8;
+    let mut tasks = Vec::new();
+    for part in 0..WRITERS {
+        let mut conn = db.conn().await;
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (part..RESOURCES).step_by(WRITERS) {
+                let request = parse_json(body(i).to_string().as_bytes(), &SERVER_OWNED_FIELDS)
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let new = validate_cluster_create(request, defaults)
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let id = Uuid::now_v7();
+                cls_storage::clusters::create(
+                    &mut conn,
+                    "bench@example.com",
+                    &new,
+                    id,
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
+                ids.push(id);
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.extend(task.await??);
+    }
+    Ok(ids)
+}
+
+async fn start_publisher(db: &TestDb) -> anyhow::Result<event_publisher::Running> {
+    let vars: HashMap<String, String> = [
+        ("DATABASE_URL", db.url()),
+        // Nothing listens there: the relay backs off, the gRPC side is what is measured.
+        ("PUBSUB_EMULATOR_HOST", "127.0.0.1:9"),
+        ("GOOGLE_CLOUD_PROJECT", "bench"),
+        ("PUBLISH_BACKOFF_INITIAL", "5s"),
+        ("PUBLISH_BACKOFF_MAX", "60s"),
+        ("OUTBOX_POLL_INTERVAL", "60s"),
+        ("DATABASE_MAX_CONNECTIONS", "16"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config = event_publisher::Config::from_vars(&vars)?;
+    let grpc = TcpListener::bind("127.0.0.1:0").await?;
+    let admin = TcpListener::bind("127.0.0.1:0").await?;
+    event_publisher::start(&config, grpc, admin).await
+}
+
+/// Events/s of `Publish` calls of 500 reconcile events for every cluster, from `callers`
+/// concurrent clients.
+async fn publish_ceiling(url: &str, clusters: &[Uuid], callers: usize) -> anyhow::Result<f64> {
+    let now = OffsetDateTime::now_utc();
+    let events: Vec<ReconcileEvent> = clusters
+        .iter()
+        .map(|&cluster_id| ReconcileEvent {
+            id: Uuid::new_v4(),
+            resource: ResourceRef::Cluster { cluster_id },
+            reason: ReconcileReason::NeverReconciled,
+            generation: 1,
+            timestamp: now,
+            scheduled_by: "bench".into(),
+            last_reconciled_at: None,
+            traceparent: None,
+        })
+        .collect();
+    // Connected and warmed up (one batch each) before the clock starts, as the schedulers'
+    // channels are by the time they are measured.
+    let mut clients = Vec::new();
+    for _ in 0..callers {
+        let mut client = EventPublisherClient::connect(url.to_owned()).await?;
+        client
+            .publish(PublishRequest {
+                events: events[..BATCH]
+                    .iter()
+                    .map(|e| {
+                        let mut e = e.clone();
+                        e.id = Uuid::new_v4();
+                        (&e).into()
+                    })
+                    .collect(),
+            })
+            .await?;
+        clients.push(client);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (part, mut client) in events.chunks(events.len().div_ceil(callers)).zip(clients) {
+        let part = part.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for batch in part.chunks(BATCH) {
+                client
+                    .publish(PublishRequest {
+                        events: batch.iter().map(Into::into).collect(),
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(events.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Starts `replicas` schedulers and returns the seconds until all events were accepted and
+/// the p99 claim lag.
+async fn run_schedulers(db: &TestDb, url: &str, replicas: usize) -> anyhow::Result<(f64, f64)> {
+    let vars: HashMap<String, String> = [
+        ("DATABASE_URL", db.url()),
+        ("EVENT_PUBLISHER_URL", url),
+        ("RECONCILE_BATCH_SIZE", "500"),
+        ("RECONCILE_POLL_INTERVAL", "100ms"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let started = Instant::now();
+    let mut running = Vec::new();
+    for _ in 0..replicas {
+        let config = reconcile_scheduler::Config::from_vars(&vars)?;
+        let grpc = TcpListener::bind("127.0.0.1:0").await?;
+        let admin = TcpListener::bind("127.0.0.1:0").await?;
+        running.push(reconcile_scheduler::start(&config, grpc, admin).await?);
+    }
+    let emitted = |r: &reconcile_scheduler::Running| {
+        r.metrics
+            .emitted
+            .with_label_values(&["cluster", "never_reconciled"])
+            .get()
+    };
+    loop {
+        let total: u64 = running.iter().map(emitted).sum();
+        if total >= RESOURCES as u64 {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {total} events after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let lag_p99 = running
+        .iter()
+        .map(|r| quantile(&r.metrics.claim_lag, 0.99))
+        .fold(0.0, f64::max);
+    for r in running {
+        r.shutdown().await;
+    }
+    Ok((seconds, lag_p99))
+}
+
+/// The upper bucket bound below which `q` of the histogram's observations fall.
+fn quantile(histogram: &prometheus::Histogram, q: f64) -> f64 {
+    use prometheus::core::Collector as _;
+    let families = histogram.collect();
+    let h = families[0].get_metric()[0].get_histogram();
+    let total = h.get_sample_count() as f64;
+    h.get_bucket()
+        .iter()
+        .find(|b| b.cumulative_count() as f64 >= q * total)
+        .map_or(f64::INFINITY, |b| b.upper_bound())
+}

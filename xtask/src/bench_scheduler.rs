@@ -1,0 +1,60 @@
+//! The reconcile-scheduler part of `cargo xtask bench`: runs the release-built driver
+//! `crates/reconcile-scheduler/examples/scheduler_bench.rs` and turns its JSON into the
+//! `## reconcile-scheduler` section of `docs/benchmarks.md`.
+
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use xshell::{Shell, cmd};
+
+pub(crate) fn scheduler(sh: &Shell) -> anyhow::Result<String> {
+    let out = std::env::temp_dir().join("cls-scheduler-bench.json");
+    let _ = std::fs::remove_file(&out);
+    cmd!(
+        sh,
+        "cargo run --release --locked -q -p reconcile-scheduler --example scheduler_bench -- {out}"
+    )
+    .run()?;
+    let result: Value = serde_json::from_str(
+        &std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?,
+    )?;
+    report(&result)
+}
+
+fn number(result: &Value, key: &str) -> anyhow::Result<f64> {
+    result[key]
+        .as_f64()
+        .with_context(|| format!("scheduler_bench result has no number '{key}'"))
+}
+
+fn report(result: &Value) -> anyhow::Result<String> {
+    let resources = number(result, "resources")?;
+    let yes = |met: bool| if met { "yes" } else { "**no**" };
+    let mut out = String::new();
+    writeln!(out, "## reconcile-scheduler")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Release build, in-process replicas and event-publisher on one throwaway Postgres 15 database. {resources:.0} clusters due at once; timed from the replicas' start until the publisher had accepted every reconcile event (durable in the outbox; the relay's Pub/Sub is unreachable here, so delivery is not part of it — see the event-publisher section). Baseline: the publisher's own gRPC `Publish` ceiling in the same run: the same events sent directly in batches of 500 by as many concurrent callers as the schedulers have claim loops (replicas × `RECONCILE_WORKERS` = 2), connections warmed up first. Target: all within one attention interval (30 s) on one replica, and ≥ 0.8× the ceiling."
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| replicas | all {resources:.0} accepted after | rate | Publish ceiling (same run) | ratio | claim lag p99 | target | met |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    for replicas in [1, 3] {
+        let seconds = number(result, &format!("seconds_{replicas}"))?;
+        let rate = number(result, &format!("events_per_s_{replicas}"))?;
+        let ceiling = number(result, &format!("ceiling_per_s_{replicas}"))?;
+        let lag = number(result, &format!("claim_lag_p99_s_{replicas}"))?;
+        let ratio = rate / ceiling;
+        writeln!(
+            out,
+            "| {replicas} | {seconds:.2} s | {rate:.0} events/s | {ceiling:.0} events/s | {ratio:.2}× | ≤ {lag} s | < 30 s, ≥ 0.8× | {} |",
+            yes(seconds < 30.0 && ratio >= 0.8)
+        )?;
+    }
+    Ok(out)
+}
