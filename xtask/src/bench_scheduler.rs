@@ -36,7 +36,7 @@ fn report(result: &Value) -> anyhow::Result<String> {
     writeln!(out)?;
     writeln!(
         out,
-        "Release build, in-process replicas and event-publisher on one throwaway Postgres 15 database. {resources:.0} clusters due at once; timed from the replicas' start until the publisher had accepted every reconcile event (durable in the outbox; the relay's Pub/Sub is unreachable here, so delivery is not part of it — see the event-publisher section). Baseline: the publisher's own gRPC `Publish` ceiling in the same run: the same events sent directly in batches of 500 by as many concurrent callers as the schedulers have claim loops (replicas × `RECONCILE_WORKERS` = 2), connections warmed up first. Target: all within one attention interval (30 s) on one replica, and ≥ 0.8× the ceiling."
+        "Release build, in-process replicas and event-publisher on one throwaway Postgres 15 database. {resources:.0} clusters due at once; timed from the replicas' start until the publisher had accepted every reconcile event (durable in the outbox; the relay's Pub/Sub is unreachable here, so delivery is not part of it — see the event-publisher section). Baseline: the publisher's own gRPC `Publish` ceiling in the same run: the same events sent directly in batches of 500 by as many concurrent callers as the schedulers have claim loops (replicas × `RECONCILE_WORKERS` = 2), connections warmed up first, measured before and after the schedulers ran (cold and warm tables) and the higher rate kept. Target: all within one attention interval (30 s) on one replica, and ≥ 0.8× the ceiling."
     )?;
     writeln!(out)?;
     writeln!(
