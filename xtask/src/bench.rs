@@ -88,6 +88,11 @@ fn gateway(sh: &Shell) -> anyhow::Result<String> {
         "cargo build --release --locked -p api-gateway -p status-aggregator -p cls-storage"
     )
     .run()?;
+    cmd!(
+        sh,
+        "cargo build --release --locked -p cls-telemetry --example otlp_sink"
+    )
+    .run()?;
     let release = target_dir().join("release");
 
     // A throwaway cluster for the run, tuned like the test one so both sides see the same
@@ -257,6 +262,15 @@ fn run_benchmarks(
         Some(&status_lua),
         &[],
     )?;
+    let tracing = tracing_cost(
+        sh,
+        wrk,
+        release,
+        database_url,
+        grpc_port,
+        &format!("{base}/api/v1/clusters/{id}"),
+        &header,
+    )?;
     gateway.stop();
     aggregator.stop();
     cmd!(sh, "{psql} {pg...} -qc")
@@ -353,6 +367,23 @@ fn run_benchmarks(
             text: "≥ 0.3×, p99 < 10 ms",
         },
     );
+    let (untraced, traced, spans) = &tracing;
+    let cost = 1.0 - traced.rps / untraced.rps;
+    writeln!(
+        out,
+        "| GET /api/v1/clusters/{{id}}, every request traced and exported over OTLP to a local sink ({spans} spans received) | {:.0} | {:.2} ms | {:.2} ms | the same GET, tracing off: {:.0} req/s | {:.2}× (cost {:.1} %) | cost < 10 % | {} |",
+        traced.rps,
+        traced.p50_ms,
+        traced.p99_ms,
+        untraced.rps,
+        traced.rps / untraced.rps,
+        cost * 100.0,
+        if cost < 0.10 && *spans > 0 {
+            "yes"
+        } else {
+            "**no**"
+        }
+    )?;
     writeln!(out)?;
     writeln!(
         out,
@@ -374,6 +405,71 @@ fn run_benchmarks(
     writeln!(out)?;
     out.push_str(KNOWN_COSTS);
     Ok(out)
+}
+
+/// The gateway's GET throughput with every request traced and exported (a second gateway
+/// with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a local OTLP sink) and, right before, with
+/// tracing off. Returns (off, on, spans the sink received).
+fn tracing_cost(
+    sh: &Shell,
+    wrk: &Path,
+    release: &Path,
+    database_url: &str,
+    grpc_port: u16,
+    untraced_url: &str,
+    header: &str,
+) -> anyhow::Result<(WrkResult, WrkResult, u64)> {
+    let sink_port = cls_test_support::free_port()?;
+    let sink = Command::new(release.join("examples/otlp_sink"))
+        .arg(format!("127.0.0.1:{sink_port}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the OTLP sink")?;
+    let mut sink = Gateway(sink);
+    let api_port = cls_test_support::free_port()?;
+    let mut traced = Gateway(
+        Command::new(release.join("api-gateway"))
+            .env(
+                "STATUS_AGGREGATOR_URL",
+                format!("http://127.0.0.1:{grpc_port}"),
+            )
+            .env("DATABASE_URL", database_url)
+            .env("DATABASE_MAX_CONNECTIONS", "32")
+            .env("PORT", api_port.to_string())
+            .env("METRICS_PORT", cls_test_support::free_port()?.to_string())
+            .env("LOG_LEVEL", "warn")
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{sink_port}"),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the traced api-gateway")?,
+    );
+    wait_ready(&format!("127.0.0.1:{api_port}"))?;
+    let path = untraced_url
+        .find("/api/")
+        .map_or(untraced_url, |i| &untraced_url[i..]);
+    let off = wrk_run(sh, wrk, untraced_url, None, &["-H", header])?;
+    let on = wrk_run(
+        sh,
+        wrk,
+        &format!("http://127.0.0.1:{api_port}{path}"),
+        None,
+        &["-H", header],
+    )?;
+    traced.stop(); // flushes its spans
+    sink.stop();
+    let mut output = String::new();
+    if let Some(mut stdout) = sink.0.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut output)?;
+    }
+    let spans = output
+        .lines()
+        .find_map(|l| l.strip_prefix("spans="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Ok((off, on, spans))
 }
 
 /// How many clusters the status benchmark reports on.

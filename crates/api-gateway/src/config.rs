@@ -72,6 +72,8 @@ pub struct Config {
     pub metrics_port: u16,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`: no tracing.
+    pub otlp_endpoint: Option<String>,
     pub auth: AuthMode,
     /// Normalised, in configured order; the first is the identity of `AUTH_MODE=disabled`.
     pub controller_identities: Vec<String>,
@@ -162,6 +164,7 @@ impl Config {
             metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
             log_level: get(env::LOG_LEVEL).unwrap_or("info").to_owned(),
             log_format,
+            otlp_endpoint: vars.otlp_endpoint()?,
             auth,
             controller_identities,
             cors_allowed_origins,

@@ -15,14 +15,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(cls_service::EXIT_CONFIG);
         }
     };
-    api_gateway::init_logging(&config);
-    match run(config).await {
+    let telemetry = match api_gateway::init_telemetry(&config) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(cls_service::EXIT_CONFIG);
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "api-gateway failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
-//! The edge middleware every request passes: request id, panic and timeout containment,
-//! metrics and the access log line.
+//! The edge middleware every request passes: request id, the server span (its parent is the
+//! client's `traceparent` when sent), panic and timeout containment, metrics and the access
+//! log line.
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -10,6 +11,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
 use futures_util::FutureExt as _;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::error::ApiError;
 use crate::{AppState, request_id};
@@ -26,9 +29,37 @@ pub async fn edge(
         .as_ref()
         .map_or(Duration::from_secs(30), |s| s.request_timeout);
     let method = req.method().to_string();
+    let incoming = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // The route template, from the app's resource map (known before routing).
+    let route = req.match_pattern();
+    // OpenTelemetry semantic conventions; no bodies, headers or query strings.
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %match &route {
+            Some(route) => format!("{method} {route}"),
+            None => method.clone(),
+        },
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = route.as_deref().unwrap_or("unmatched"),
+        http.response.status_code = Empty,
+        url.path = %req.path(),
+        request_id = %id,
+        trace_id = Empty,
+    );
+    cls_telemetry::set_remote_parent(&span, incoming.as_deref());
+    span.record(
+        "trace_id",
+        cls_telemetry::trace_id(&span, incoming.as_deref()),
+    );
 
     // Panics and timeouts become problem responses; the connection stays usable.
-    let outcome = request_id::scope(id.clone(), async {
+    let outcome = request_id::scope(id.clone(), incoming, async {
         let call = AssertUnwindSafe(next.call(req)).catch_unwind();
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(result)) => result.map(ServiceResponse::map_into_boxed_body),
@@ -44,9 +75,11 @@ pub async fn edge(
             }
         }
     })
+    .instrument(span.clone())
     .await;
 
     let elapsed = started.elapsed();
+    let _entered = span.enter();
     let mut response = match outcome {
         Ok(response) => response,
         Err(err) => {
@@ -56,6 +89,10 @@ pub async fn edge(
                 state
                     .metrics
                     .observe(&method, "unknown", status, code, elapsed.as_secs_f64());
+            }
+            span.record("http.response.status_code", status);
+            if status >= 500 {
+                span.record("otel.status_code", "ERROR");
             }
             tracing::info!(request_id = %id, http.request.method = %method, http.response.status_code = status, "{method} {status}");
             return Err(match err.as_error::<ApiError>() {
@@ -93,6 +130,10 @@ pub async fn edge(
         state
             .metrics
             .observe(&method, &route, status, error_code, elapsed.as_secs_f64());
+    }
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
     }
     tracing::info!(
         request_id = %id,

@@ -8,6 +8,8 @@ const MAX_LEN: usize = 128;
 
 tokio::task_local! {
     static REQUEST_ID: String;
+    /// The client's `traceparent`, if it sent one.
+    static INCOMING_TRACEPARENT: Option<String>;
 }
 
 /// The id of the request being served, if any.
@@ -15,9 +17,28 @@ pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-/// Runs `fut` with `id` as the current request id.
-pub async fn scope<F: std::future::Future>(id: String, fut: F) -> F::Output {
-    REQUEST_ID.scope(id, fut).await
+/// Runs `fut` with `id` as the current request id and the client's `traceparent`.
+pub async fn scope<F: std::future::Future>(
+    id: String,
+    incoming_traceparent: Option<String>,
+    fut: F,
+) -> F::Output {
+    REQUEST_ID
+        .scope(id, INCOMING_TRACEPARENT.scope(incoming_traceparent, fut))
+        .await
+}
+
+/// The trace context to store with what the current request writes (outbox rows): the
+/// current span's when tracing, else the client's `traceparent` (so a controller can still
+/// continue the caller's trace), else none.
+pub fn traceparent() -> Option<String> {
+    cls_telemetry::traceparent(&tracing::Span::current()).or_else(|| {
+        INCOMING_TRACEPARENT
+            .try_with(Clone::clone)
+            .ok()
+            .flatten()
+            .filter(|t| cls_domain::event::is_valid_traceparent(t))
+    })
 }
 
 /// The client's id if it is at most 128 safe characters, else a new UUID.

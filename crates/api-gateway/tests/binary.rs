@@ -61,6 +61,11 @@ async fn sigterm_stops_the_server_cleanly() {
     let listed = client
         .get(format!("http://127.0.0.1:{port}/api/v1/clusters"))
         .header("X-User-Email", "a@b.io")
+        .header("X-Request-ID", "req-42")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .send()
         .await
         .unwrap();
@@ -93,5 +98,24 @@ async fn sigterm_stops_the_server_cleanly() {
     assert_eq!(line["http.response.status_code"], 200);
     assert_eq!(line["http.route"], "/api/v1/clusters");
     assert_eq!(line["caller"], "a@b.io");
-    assert!(line["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(line["request_id"], "req-42");
+    // The request's span is on the line: its request id and trace id (the caller's, as no
+    // exporter is configured).
+    assert_eq!(line["span"]["request_id"], "req-42");
+    assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    // Without a traceparent, a fresh trace id per request.
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["span"]["trace_id"].is_string())
+        .collect();
+    assert!(lines.len() >= 2, "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["span"]["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736")
+            .all(|l| l["span"]["trace_id"]
+                .as_str()
+                .is_some_and(|t| t.len() == 32))
+    );
 }

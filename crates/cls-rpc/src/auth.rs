@@ -67,9 +67,13 @@ impl SharedToken {
 }
 
 /// Client side as a tonic interceptor: `Client::with_interceptor(channel, token)`.
+/// The client side of every internal call: the token, and the W3C trace context of the
+/// current span (see [`crate::trace::client_span`]) as `traceparent` metadata.
 impl tonic::service::Interceptor for SharedToken {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.attach(request)
+        let mut request = self.attach(request)?;
+        crate::trace::inject(&mut request);
+        Ok(request)
     }
 }
 

@@ -70,13 +70,18 @@ impl ReconcileTriggers {
             resource_id: id.to_string(),
             reason: reason.as_str().to_owned(),
         };
-        tokio::spawn(async move {
-            if let Err(status) = client.trigger(request).await {
-                tracing::warn!(
-                    kind = kind.as_str(), %id, %reason, code = ?status.code(), error = status.message(),
-                    "reconcile trigger not delivered; the periodic reconcile will catch up"
-                );
-            }
-        });
+        // A child of the caller's span, carried into the background task.
+        let span = crate::trace::client_span("cls.scheduler.v1.ReconcileScheduler", "Trigger");
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(status) = client.trigger(request).await {
+                    tracing::warn!(
+                        kind = kind.as_str(), %id, %reason, code = ?status.code(), error = status.message(),
+                        "reconcile trigger not delivered; the periodic reconcile will catch up"
+                    );
+                }
+            },
+            span,
+        ));
     }
 }

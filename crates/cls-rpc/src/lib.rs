@@ -7,6 +7,7 @@ pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod server;
+pub mod trace;
 
 /// `cls.publisher.v1`: the event-publisher's API.
 pub mod publisher {

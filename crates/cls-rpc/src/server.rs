@@ -65,6 +65,7 @@ impl GrpcServer {
     ) -> Result<(), tonic::transport::Error> {
         tonic::transport::Server::builder()
             .timeout(CALL_TIMEOUT)
+            .trace_fn(crate::trace::server_span)
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await

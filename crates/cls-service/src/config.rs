@@ -20,11 +20,10 @@ pub fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigErro
 }
 
 /// Log output format (`LOG_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+pub use cls_telemetry::LogFormat;
+
+/// The variable every service reads for trace export.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// A set of variables (the process environment, or a map in tests). Blank values count as
 /// unset.
@@ -148,6 +147,15 @@ impl<'a> Vars<'a> {
         match self.get(name) {
             Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
             _ => self.url(name, default).map(Some),
+        }
+    }
+
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the OTLP/gRPC collector (`http(s)://host:port`); unset:
+    /// no tracing.
+    pub fn otlp_endpoint(&self) -> Result<Option<String>, ConfigError> {
+        match self.get(OTEL_EXPORTER_OTLP_ENDPOINT) {
+            None => Ok(None),
+            Some(_) => self.url(OTEL_EXPORTER_OTLP_ENDPOINT, "").map(Some),
         }
     }
 

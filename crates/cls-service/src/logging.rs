@@ -1,19 +1,23 @@
-//! `tracing` output: JSON lines (default) or text, filtered by `RUST_LOG` or the given level.
+//! Logs and traces of a binary: [`cls_telemetry::init`] with the settings every service
+//! shares (`LOG_LEVEL`/`RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`).
 
 use crate::config::LogFormat;
 
-pub fn init(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!(
-            "{level},h2=warn,hyper=warn,tower=warn,actix_server=warn"
-        ))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+/// Installs logging (and trace export when an endpoint is set). On failure the message is
+/// printed and the process should exit: the exporter configuration is invalid.
+pub fn init(
+    service: &'static str,
+    version: &'static str,
+    level: &str,
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> Result<cls_telemetry::Telemetry, String> {
+    cls_telemetry::init(&cls_telemetry::Settings {
+        service,
+        version,
+        level,
+        format,
+        otlp_endpoint,
+    })
+    .map_err(|e| format!("{service}: cannot set up tracing: {e:#}"))
 }

@@ -23,6 +23,12 @@ const NAME_INDEX: &str = "clusters_owner_name_live";
 /// Inserts a cluster owned by `created_by` at generation 1 with a `Pending` status, and its
 /// reconcile schedule (due at once). Fails with [`StorageError::NameExists`] if the owner has
 /// a live cluster of that name.
+#[tracing::instrument(
+    name = "INSERT clusters",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "INSERT", db.collection.name = "clusters")
+)]
 pub async fn create(
     conn: &mut AsyncPgConnection,
     created_by: &str,
@@ -191,6 +197,12 @@ async fn lock_live_row(
 ///   and description are unchanged too, nothing is written.
 /// - A spec change bumps the generation by one and stores the status recomputed for the new
 ///   generation (`Pending` until controllers report on it).
+#[tracing::instrument(
+    name = "UPDATE clusters",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "clusters")
+)]
 pub async fn update(
     conn: &mut AsyncPgConnection,
     caller: &Caller,
@@ -258,6 +270,12 @@ pub struct DeletedCluster {
 /// Soft-deletes a live cluster and all its live nodepools in one transaction, and removes
 /// their reconcile schedules (deleted resources are never reconciled). The caller checks
 /// visibility and the deletion guard first, under [`lock_live`], in the same transaction.
+#[tracing::instrument(
+    name = "UPDATE clusters",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "clusters")
+)]
 pub async fn mark_deleted(
     conn: &mut AsyncPgConnection,
     id: Uuid,

@@ -23,6 +23,12 @@ const NAME_INDEX: &str = "nodepools_cluster_name_live";
 /// Inserts a nodepool under `cluster` (which the caller has locked with
 /// [`crate::clusters::lock_live`] in the same transaction, so it cannot be deleted
 /// concurrently), at generation 1 with a `Pending` status, and its reconcile schedule.
+#[tracing::instrument(
+    name = "INSERT nodepools",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "INSERT", db.collection.name = "nodepools")
+)]
 pub async fn create(
     conn: &mut AsyncPgConnection,
     cluster: &Cluster,
@@ -208,6 +214,12 @@ async fn lock_live_row(
 
 /// Applies a validated update to a live nodepool, with the same rules as
 /// [`crate::clusters::update`].
+#[tracing::instrument(
+    name = "UPDATE nodepools",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "nodepools")
+)]
 pub async fn update(
     conn: &mut AsyncPgConnection,
     caller: &Caller,
@@ -264,6 +276,12 @@ pub async fn update(
 
 /// Soft-deletes a live nodepool and removes its reconcile schedule. The caller checks
 /// visibility first, under [`lock_live`], in the same transaction.
+#[tracing::instrument(
+    name = "UPDATE nodepools",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "nodepools")
+)]
 pub async fn mark_deleted(
     conn: &mut AsyncPgConnection,
     id: Uuid,

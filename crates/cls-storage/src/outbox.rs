@@ -45,6 +45,12 @@ pub struct OutboxRow {
 /// One statement: it first takes a transaction-scoped advisory lock per cluster (in id order,
 /// so writers cannot deadlock), then inserts the rows, so writers for one cluster commit one
 /// after another and `seq` order is commit order for each cluster.
+#[tracing::instrument(
+    name = "INSERT outbox",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "INSERT", db.collection.name = "outbox")
+)]
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     envelopes: &[Envelope],

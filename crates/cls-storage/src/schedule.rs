@@ -77,6 +77,12 @@ struct DueRow {
 /// is claiming right now, and returns them with their facts. One statement: the rows are
 /// committed as claimed when it returns (outside a transaction) or with the caller's
 /// transaction.
+#[tracing::instrument(
+    name = "UPDATE reconcile_schedule",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "reconcile_schedule")
+)]
 pub async fn claim_due(
     conn: &mut AsyncPgConnection,
     claim: &Claim,
@@ -173,6 +179,12 @@ pub struct Completion {
 /// their next due times; clears pending triggers. Rows no longer held by `claim` (it expired
 /// and another replica took over, or a trigger arrived meanwhile) are left alone. Returns how
 /// many rows were updated.
+#[tracing::instrument(
+    name = "UPDATE reconcile_schedule",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "reconcile_schedule")
+)]
 pub async fn complete(
     conn: &mut AsyncPgConnection,
     claim: &Claim,
@@ -251,6 +263,12 @@ pub async fn forget(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<usize,
 /// moved due time and leaves this trigger pending, and the next claim serves it as a new due
 /// item (a new event id). Returns the new due time, or `None` if the
 /// resource has no schedule (it does not exist or is deleted).
+#[tracing::instrument(
+    name = "UPDATE reconcile_schedule",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "reconcile_schedule")
+)]
 pub async fn trigger(
     conn: &mut AsyncPgConnection,
     kind: ResourceKind,
@@ -267,11 +285,18 @@ pub async fn trigger(
     }
     let now = truncate_to_micros(now);
     let due: Option<Due> = diesel::sql_query(
+        // A creation trigger on a resource not yet reconciled changes nothing: its schedule
+        // row, committed with it, is already due and its first event comes promptly.
         "UPDATE reconcile_schedule
-            SET pending_reason = $3,
-                pending_since = COALESCE(pending_since, $4),
-                next_due_at = LEAST($5, COALESCE(pending_since, $4) + make_interval(secs => $6)),
-                claimed_due_at = NULL
+            SET pending_reason = CASE WHEN last_reconciled_at IS NULL AND $3 = 'cluster_created'
+                                      THEN pending_reason ELSE $3 END,
+                pending_since = CASE WHEN last_reconciled_at IS NULL AND $3 = 'cluster_created'
+                                     THEN pending_since ELSE COALESCE(pending_since, $4) END,
+                next_due_at = CASE WHEN last_reconciled_at IS NULL AND $3 = 'cluster_created'
+                                   THEN next_due_at
+                                   ELSE LEAST($5, COALESCE(pending_since, $4) + make_interval(secs => $6)) END,
+                claimed_due_at = CASE WHEN last_reconciled_at IS NULL AND $3 = 'cluster_created'
+                                      THEN claimed_due_at ELSE NULL END
           WHERE resource_id = $1 AND resource_kind = $2
         RETURNING next_due_at",
     )

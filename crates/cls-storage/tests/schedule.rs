@@ -180,6 +180,26 @@ async fn triggers_debounce_on_the_trailing_edge_and_survive_a_claim_in_flight() 
     assert_eq!(facts.pending_reason, Some(ReconcileReason::StatusChange));
     assert_eq!(facts.last_reconciled_at, Some(T0 + s(12)));
 
+    // A creation trigger adds nothing to a resource's first reconcile …
+    let fresh = cluster(&mut conn, "fresh", T0).await;
+    let created = schedule::trigger(
+        &mut conn,
+        ResourceKind::Cluster,
+        fresh,
+        ReconcileReason::ClusterCreated,
+        T0 + s(1),
+        s(2),
+        s(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created, Some(T0), "still due at creation");
+    let first = schedule::claim_due(&mut conn, &claim("r1", T0 + s(60)), T0 + s(1), 10)
+        .await
+        .unwrap();
+    let first = first.iter().find(|i| i.resource.id() == fresh).unwrap();
+    assert_eq!(first.facts.unwrap().pending_reason, None);
+
     // Unknown or wrong-kind resources have no schedule.
     for (kind, target) in [
         (ResourceKind::Cluster, Uuid::now_v7()),

@@ -47,6 +47,8 @@ pub struct Config {
     pub metrics_port: u16,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`: no tracing.
+    pub otlp_endpoint: Option<String>,
     pub project: String,
     pub pubsub: PubSubTarget,
     pub cluster_events_topic: String,
@@ -158,6 +160,7 @@ impl Config {
             metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
             log_level: vars.string(env::LOG_LEVEL, "info"),
             log_format: vars.log_format(env::LOG_FORMAT)?,
+            otlp_endpoint: vars.otlp_endpoint()?,
             project,
             pubsub,
             cluster_events_topic,

@@ -13,12 +13,26 @@ async fn main() -> ExitCode {
             return ExitCode::from(cls_service::EXIT_CONFIG);
         }
     };
-    cls_service::logging::init(&config.log_level, config.log_format);
-    match event_publisher::run(config).await {
+    let telemetry = match cls_service::logging::init(
+        "event-publisher",
+        env!("CARGO_PKG_VERSION"),
+        &config.log_level,
+        config.log_format,
+        config.otlp_endpoint.as_deref(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(cls_service::EXIT_CONFIG);
+        }
+    };
+    let code = match event_publisher::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "event-publisher failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }

@@ -388,7 +388,15 @@ async fn publish_rows(shared: &Shared, rows: Vec<OutboxRow>, paused: &mut HashMa
 async fn publish_group(shared: &Shared, topic: Topic, batch: Batch) -> Outcome {
     let mut outcome = Outcome::default();
     let messages: Vec<PubsubMessage> = batch.iter().map(|(_, m)| m.clone()).collect();
-    match timed_publish(shared, topic, messages).await {
+    let spans = producer_spans(shared, topic, &batch);
+    let first = timed_publish(shared, topic, messages).await;
+    if first.is_err() {
+        for span in &spans {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    drop(spans);
+    match first {
         Ok(()) => {
             outcome.published = batch
                 .iter()
@@ -447,6 +455,38 @@ async fn publish_group(shared: &Shared, topic: Topic, batch: Batch) -> Outcome {
         }
     }
     outcome
+}
+
+/// One producer span per traced row, a child of the transaction that wrote it (its stored
+/// `traceparent`), covering the publish request that carries it; so a change's trace runs
+/// from the REST call through the outbox to Pub/Sub, and on to the controller through the
+/// message's `traceparent` attribute. None when tracing is off or the row was not traced.
+fn producer_spans(shared: &Shared, topic: Topic, batch: &Batch) -> Vec<tracing::Span> {
+    if !cls_telemetry::tracing_enabled() {
+        return Vec::new();
+    }
+    let name = shared.pubsub.topic_name(topic);
+    let short = name.rsplit('/').next().unwrap_or(name);
+    batch
+        .iter()
+        .filter_map(|(row, _)| {
+            let traceparent = row.traceparent.as_deref()?;
+            let span = tracing::info_span!(
+                parent: None,
+                "publish",
+                otel.name = %format!("{short} publish"),
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+                messaging.system = "gcp_pubsub",
+                messaging.operation.type = "publish",
+                messaging.destination.name = %short,
+                messaging.message.id = %row.id,
+                messaging.batch.message_count = batch.len(),
+            );
+            cls_telemetry::set_remote_parent(&span, Some(traceparent));
+            Some(span)
+        })
+        .collect()
 }
 
 async fn timed_publish(

@@ -41,6 +41,8 @@ pub struct Config {
     pub metrics_port: u16,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`: no tracing.
+    pub otlp_endpoint: Option<String>,
     /// `http://host:port` of the event-publisher's gRPC server.
     pub publisher_url: String,
     /// Deadline of one `Publish` call.
@@ -130,6 +132,7 @@ impl Config {
             metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
             log_level: vars.string(env::LOG_LEVEL, "info"),
             log_format: vars.log_format(env::LOG_FORMAT)?,
+            otlp_endpoint: vars.otlp_endpoint()?,
             publisher_url: vars.url(env::EVENT_PUBLISHER_URL, "http://127.0.0.1:50053")?,
             peer_timeout,
             shared_token: vars.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),

@@ -14,12 +14,26 @@ async fn main() -> ExitCode {
             return ExitCode::from(cls_service::EXIT_CONFIG);
         }
     };
-    cls_service::logging::init(&config.log_level, config.log_format);
-    match reconcile_scheduler::run(config).await {
+    let telemetry = match cls_service::logging::init(
+        "reconcile-scheduler",
+        env!("CARGO_PKG_VERSION"),
+        &config.log_level,
+        config.log_format,
+        config.otlp_endpoint.as_deref(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(cls_service::EXIT_CONFIG);
+        }
+    };
+    let code = match reconcile_scheduler::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "reconcile-scheduler failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
@@ -70,6 +71,14 @@ impl Scheduler {
             return Ok(0);
         }
         let claimed = items.len();
+        // A trace per round that emits anything: the Publish call and the events carry it.
+        let round = tracing::info_span!(
+            "reconcile round",
+            otel.kind = "internal",
+            replica = %self.replica,
+            claimed,
+        );
+        let traceparent = cls_telemetry::traceparent(&round);
         for item in &items {
             self.metrics
                 .claim_lag
@@ -97,7 +106,7 @@ impl Scheduler {
                 timestamp: now,
                 scheduled_by: self.replica.clone(),
                 last_reconciled_at: facts.last_reconciled_at,
-                traceparent: None,
+                traceparent: traceparent.clone(),
             });
             completions.push(Completion {
                 resource_id: item.resource.id(),
@@ -109,7 +118,11 @@ impl Scheduler {
             let request = PublishRequest {
                 events: chunk.iter().map(Into::into).collect(),
             };
-            if let Err(status) = self.publisher.clone().publish(request).await {
+            let call_span = round.in_scope(|| {
+                cls_rpc::trace::client_span("cls.publisher.v1.EventPublisher", "Publish")
+            });
+            let mut publisher = self.publisher.clone();
+            if let Err(status) = publisher.publish(request).instrument(call_span).await {
                 self.metrics.publish_failures.inc();
                 // Give the rest back (an accepted chunk is re-sent with the same ids, so it is
                 // written once); they are due again after the backoff.

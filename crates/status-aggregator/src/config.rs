@@ -30,6 +30,8 @@ pub struct Config {
     pub metrics_port: u16,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`: no tracing.
+    pub otlp_endpoint: Option<String>,
     /// How long controllers may work on a generation before silence means failure.
     pub grace: Duration,
     /// Past the grace period, a report this recent still counts as progress.
@@ -70,6 +72,7 @@ impl Config {
             metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
             log_level: vars.string(env::LOG_LEVEL, "info"),
             log_format: vars.log_format(env::LOG_FORMAT)?,
+            otlp_endpoint: vars.otlp_endpoint()?,
             grace: vars
                 .positive_duration(env::STATUS_GRACE_PERIOD, Duration::from_secs(30 * 60))?,
             progress_window: vars

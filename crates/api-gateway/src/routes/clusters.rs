@@ -63,7 +63,7 @@ pub(crate) fn cluster_event(
         action,
         generation: cluster.generation,
         timestamp: now,
-        traceparent: None,
+        traceparent: crate::request_id::traceparent(),
     }
     .envelope()
 }
@@ -140,6 +140,13 @@ pub(crate) async fn create_cluster(
             Ok(stored)
         })
         .await?;
+    // The schedule row committed with the cluster makes its first reconcile due at once; the
+    // trigger records the creation with the scheduler (and carries the trace there).
+    if let Some(id) = response.resource_id {
+        state
+            .reconcile
+            .fire(ResourceKind::Cluster, id, ReconcileReason::ClusterCreated);
+    }
     Ok(created("/api/v1/clusters", &response))
 }
 

@@ -55,7 +55,7 @@ pub(crate) fn nodepool_event(
         action,
         generation: nodepool.generation,
         timestamp: now,
-        traceparent: None,
+        traceparent: crate::request_id::traceparent(),
     }
     .envelope()
 }

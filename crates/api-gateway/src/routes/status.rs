@@ -7,7 +7,9 @@ use cls_domain::error::{ErrorCode, FieldError};
 use cls_domain::resource::ResourceKind;
 use cls_domain::status::{ControllerReport, ControllerStatus, Status};
 use cls_rpc::status as pb;
+use cls_rpc::trace::client_span;
 use serde::Serialize;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -124,6 +126,10 @@ async fn report(
             resource_id: id.to_string(),
             report_json: body.to_vec(),
         })
+        .instrument(client_span(
+            "cls.status.v1.StatusAggregator",
+            "ReportStatus",
+        ))
         .await
         .map_err(|e| peer_error(&e))?
         .into_inner();
@@ -209,6 +215,7 @@ async fn read(
                 controller: caller.0.is_controller(),
             }),
         })
+        .instrument(client_span("cls.status.v1.StatusAggregator", "GetStatus"))
         .await
         .map_err(|e| peer_error(&e))?
         .into_inner();

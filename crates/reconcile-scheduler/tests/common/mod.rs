@@ -48,6 +48,8 @@ pub struct Stack {
     /// front so a scheduler started later is found there).
     pub scheduler_port: u16,
     pub api: String,
+    /// The gateway's admin server (`/metrics`).
+    pub gateway_admin: std::net::SocketAddr,
     pub client: reqwest::Client,
 }
 
@@ -123,6 +125,7 @@ impl Stack {
         let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let running = api_gateway::start(&gateway_config, state, api, admin).unwrap();
         let api = format!("http://{}", running.api_addr);
+        let gateway_admin = running.admin_addr;
         tokio::spawn(running.wait());
 
         Stack {
@@ -133,6 +136,7 @@ impl Stack {
             aggregator,
             scheduler_port,
             api,
+            gateway_admin,
             client: reqwest::Client::new(),
         }
     }

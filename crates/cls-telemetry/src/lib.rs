@@ -1,0 +1,239 @@
+//! Logs and traces for every CLS binary (SPEC §8).
+//!
+//! [`init`] installs the `tracing` subscriber once per process: JSON lines (default) or text,
+//! filtered by `RUST_LOG` or the configured level, each line carrying the fields of the spans it
+//! happens in (so a request's `request_id` and `trace_id` are on all of its lines). When an
+//! OTLP endpoint is configured, spans are also exported over OTLP/gRPC with `service.name` and
+//! `service.version`; without one, no OpenTelemetry layer is installed at all (no overhead).
+//!
+//! Trace context crosses process boundaries as W3C `traceparent` strings: [`traceparent`] of a
+//! span to send, [`context`] of a received one to parent or link to.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+pub use opentelemetry::Context;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// What [`init`] needs.
+#[derive(Debug, Clone)]
+pub struct Settings<'a> {
+    /// `service.name`, e.g. `api-gateway`.
+    pub service: &'static str,
+    /// `service.version`.
+    pub version: &'static str,
+    pub level: &'a str,
+    pub format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (gRPC, e.g. `http://collector:4317`); `None`: no tracing.
+    pub otlp_endpoint: Option<&'a str>,
+}
+
+static TRACING: OnceLock<bool> = OnceLock::new();
+
+/// Whether spans are exported (an OTLP endpoint was configured).
+pub fn tracing_enabled() -> bool {
+    TRACING.get().copied().unwrap_or(false)
+}
+
+/// Flushes exported spans when dropped or shut down.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the exporter (off the async runtime's threads: the exporter needs
+    /// them to send). Call at the end of `main`.
+    pub async fn shutdown(mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+    }
+}
+
+/// Installs the subscriber (and the OTLP exporter when configured). Call once, inside the Tokio
+/// runtime. A second call in the same process keeps the first subscriber.
+pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
+    use tracing_subscriber::EnvFilter;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = || {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "{},h2=warn,hyper=warn,tower=warn,actix_server=warn,opentelemetry=warn,opentelemetry_sdk=warn,tonic=warn",
+                settings.level
+            ))
+        })
+    };
+    let (otel, provider) = match settings.otlp_endpoint {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(std::time::Duration::from_secs(3))
+                .build()?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(settings.service)
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "service.version",
+                    settings.version,
+                ))
+                .build();
+            let provider = SdkTracerProvider::builder()
+                .with_resource(resource)
+                .with_batch_exporter(exporter)
+                .build();
+            let tracer = provider.tracer(settings.service);
+            opentelemetry::global::set_tracer_provider(provider.clone());
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(provider),
+            )
+        }
+        None => (None, None),
+    };
+    let _ = TRACING.set(provider.is_some());
+    let registry = tracing_subscriber::registry().with(otel);
+    let _ = match settings.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .with_target(false)
+                    .with_filter(filter()),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_filter(filter()),
+            )
+            .try_init(),
+    };
+    Ok(Telemetry { provider })
+}
+
+use tracing_subscriber::Layer as _;
+
+/// The OpenTelemetry context of a W3C `traceparent` (an empty context when absent or invalid).
+pub fn context(traceparent: Option<&str>) -> Context {
+    let mut carrier = HashMap::new();
+    if let Some(t) = traceparent {
+        carrier.insert("traceparent".to_owned(), t.to_owned());
+    }
+    TraceContextPropagator::new().extract(&carrier)
+}
+
+/// The `traceparent` of a span, when it has a valid OpenTelemetry context (tracing enabled).
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the remote `traceparent` (no-op when absent or invalid).
+pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    let cx = context(traceparent);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Adds a link from `span` to the remote `traceparent` (no-op when absent or invalid).
+pub fn link(span: &tracing::Span, traceparent: &str) {
+    let cx = context(Some(traceparent));
+    let remote = cx.span().span_context().clone();
+    if remote.is_valid() {
+        span.add_link(remote);
+    }
+}
+
+/// The 32-hex trace id for log lines: the span's when tracing, else the one of
+/// `traceparent` (the caller's), else a new random one.
+pub fn trace_id(span: &tracing::Span, traceparent: Option<&str>) -> String {
+    let own = span.context().span().span_context().trace_id();
+    if own != opentelemetry::trace::TraceId::INVALID {
+        return own.to_string();
+    }
+    let remote = context(traceparent).span().span_context().trace_id();
+    if remote != opentelemetry::trace::TraceId::INVALID {
+        return remote.to_string();
+    }
+    opentelemetry::trace::TraceId::from(random_u128()).to_string()
+}
+
+fn random_u128() -> u128 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // Two SipHash outputs with the process's random keys; uniqueness, not secrecy, is needed.
+    let state = std::collections::hash_map::RandomState::new();
+    let mut a = state.build_hasher();
+    a.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let high = a.finish();
+    a.write_u8(1);
+    (u128::from(high) << 64) | u128::from(a.finish()) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traceparents_round_trip_through_contexts() {
+        let cx = context(Some(TP));
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_valid() && sc.is_remote());
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(
+            !context(Some("00-zz-00-01"))
+                .span()
+                .span_context()
+                .is_valid()
+        );
+        assert!(!context(None).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn trace_ids_for_logs_without_tracing() {
+        let span = tracing::Span::none();
+        assert_eq!(
+            trace_id(&span, Some(TP)),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let fresh = trace_id(&span, None);
+        assert_eq!(fresh.len(), 32);
+        assert_ne!(fresh, trace_id(&span, None));
+        assert_eq!(traceparent(&span), None);
+    }
+}
