@@ -68,6 +68,32 @@ pub(crate) fn bench(sh: &Shell, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a release-built benchmark example (`cargo run --example NAME -- OUT.json`) of
+/// `package` and returns the JSON it wrote.
+pub(crate) fn example_json(
+    sh: &Shell,
+    package: &str,
+    example: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let out = std::env::temp_dir().join(format!("cls-{example}.json"));
+    let _ = std::fs::remove_file(&out);
+    cmd!(
+        sh,
+        "cargo run --release --locked -q -p {package} --example {example} -- {out}"
+    )
+    .run()?;
+    let text =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// A number of a benchmark example's JSON result.
+pub(crate) fn number(result: &serde_json::Value, key: &str) -> anyhow::Result<f64> {
+    result[key]
+        .as_f64()
+        .with_context(|| format!("the benchmark result has no number '{key}'"))
+}
+
 /// The text of a `## ` section of a Markdown document (heading included), or "".
 fn section(doc: &str, heading: &str) -> String {
     let Some(start) = doc.find(heading) else {

@@ -4,28 +4,17 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use serde_json::Value;
-use xshell::{Shell, cmd};
+use xshell::Shell;
+
+use crate::bench::number;
 
 pub(crate) fn scheduler(sh: &Shell) -> anyhow::Result<String> {
-    let out = std::env::temp_dir().join("cls-scheduler-bench.json");
-    let _ = std::fs::remove_file(&out);
-    cmd!(
+    report(&crate::bench::example_json(
         sh,
-        "cargo run --release --locked -q -p reconcile-scheduler --example scheduler_bench -- {out}"
-    )
-    .run()?;
-    let result: Value = serde_json::from_str(
-        &std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?,
-    )?;
-    report(&result)
-}
-
-fn number(result: &Value, key: &str) -> anyhow::Result<f64> {
-    result[key]
-        .as_f64()
-        .with_context(|| format!("scheduler_bench result has no number '{key}'"))
+        "reconcile-scheduler",
+        "scheduler_bench",
+    )?)
 }
 
 fn report(result: &Value) -> anyhow::Result<String> {

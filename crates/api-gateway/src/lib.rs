@@ -167,15 +167,3 @@ pub fn start(
         admin: admin_server,
     })
 }
-
-/// Sets up logs (JSON lines or text, filtered by `RUST_LOG` or `LOG_LEVEL`) and trace export
-/// when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
-pub fn init_telemetry(config: &Config) -> Result<cls_telemetry::Telemetry, String> {
-    cls_service::logging::init(
-        "api-gateway",
-        env!("CARGO_PKG_VERSION"),
-        &config.log_level,
-        config.log_format,
-        config.otlp_endpoint.as_deref(),
-    )
-}

@@ -1,4 +1,4 @@
-//! `api-gateway`: config → logging → state → serve → drain.
+//! `api-gateway`: config → logs and traces → state → serve → drain.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -8,29 +8,18 @@ use api_gateway::{AppState, Config};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("api-gateway: {e}");
-            return ExitCode::from(cls_service::EXIT_CONFIG);
-        }
-    };
-    let telemetry = match api_gateway::init_telemetry(&config) {
-        Ok(telemetry) => telemetry,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(cls_service::EXIT_CONFIG);
-        }
-    };
-    let code = match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "api-gateway failed");
-            ExitCode::FAILURE
-        }
-    };
-    telemetry.shutdown().await;
-    code
+    cls_service::main(
+        "api-gateway",
+        env!("CARGO_PKG_VERSION"),
+        Config::from_env(),
+        |c| cls_service::LogSettings {
+            level: c.log_level.clone(),
+            format: c.log_format,
+            otlp_endpoint: c.otlp_endpoint.clone(),
+        },
+        run,
+    )
+    .await
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

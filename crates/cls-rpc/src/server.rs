@@ -72,6 +72,15 @@ impl GrpcServer {
     }
 }
 
+impl GrpcServer {
+    /// [`GrpcServer::serve`] as a background task: a failure to serve is logged.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) {
+        if let Err(e) = self.serve(listener, shutdown).await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }
+}
+
 impl Default for GrpcServer {
     fn default() -> GrpcServer {
         GrpcServer::new()

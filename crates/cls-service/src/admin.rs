@@ -49,6 +49,17 @@ pub fn router(
 }
 
 /// Serves the admin router until `shutdown` completes.
+/// [`serve`] as a background task: a failure to serve is logged.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = serve(listener, router, shutdown).await {
+        tracing::error!(error = %e, "admin server failed");
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     router: Router,

@@ -172,6 +172,82 @@ impl<'a> Vars<'a> {
 }
 
 /// Durations: humantime strings (`500ms`, `30s`, `5m`, `2h`) or bare integers meaning seconds.
+/// The settings every internal service (aggregator, scheduler, publisher) reads.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Common {
+    /// `DATABASE_URL` (required).
+    pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS`: pool size.
+    pub database_max_connections: u32,
+    /// `GRPC_PORT`.
+    pub grpc_port: u16,
+    /// `METRICS_PORT`: the admin server (`/healthz`, `/readyz`, `/metrics`).
+    pub metrics_port: u16,
+    /// `LOG_LEVEL`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub otlp_endpoint: Option<String>,
+    /// `GRPC_SHARED_TOKEN`: required on incoming calls and sent on outgoing ones when set.
+    pub shared_token: Option<String>,
+    /// `SHUTDOWN_TIMEOUT`: how long in-flight work may finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Common {
+    // The database URL may hold a password and the token is a secret: neither is printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Common")
+            .field("grpc_port", &self.grpc_port)
+            .field("metrics_port", &self.metrics_port)
+            .field("log_level", &self.log_level)
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vars<'_> {
+    /// The [`Common`] settings, with this service's default pool size and gRPC port.
+    pub fn common(&self, default_pool: u32, default_grpc_port: u16) -> Result<Common, ConfigError> {
+        Ok(Common {
+            database_url: self.required("DATABASE_URL")?.to_owned(),
+            database_max_connections: self.number(
+                "DATABASE_MAX_CONNECTIONS",
+                default_pool,
+                2..=1000,
+            )?,
+            grpc_port: self.number("GRPC_PORT", default_grpc_port, 0..=65535)?,
+            metrics_port: self.number("METRICS_PORT", 8081, 0..=65535)?,
+            log_level: self.string("LOG_LEVEL", "info"),
+            log_format: self.log_format("LOG_FORMAT")?,
+            otlp_endpoint: self.otlp_endpoint()?,
+            shared_token: self.get("GRPC_SHARED_TOKEN").map(str::to_owned),
+            shutdown_timeout: self.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+        })
+    }
+}
+
+impl Common {
+    pub fn log_settings(&self) -> crate::LogSettings {
+        crate::LogSettings {
+            level: self.log_level.clone(),
+            format: self.log_format,
+            otlp_endpoint: self.otlp_endpoint.clone(),
+        }
+    }
+
+    /// Binds the gRPC and admin ports on all interfaces.
+    pub async fn bind(&self) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
+        use anyhow::Context as _;
+        let grpc = tokio::net::TcpListener::bind(("0.0.0.0", self.grpc_port))
+            .await
+            .with_context(|| format!("binding the gRPC port {}", self.grpc_port))?;
+        let admin = tokio::net::TcpListener::bind(("0.0.0.0", self.metrics_port))
+            .await
+            .with_context(|| format!("binding the metrics port {}", self.metrics_port))?;
+        Ok((grpc, admin))
+    }
+}
+
 pub fn parse_duration(raw: &str) -> Option<Duration> {
     match raw.parse::<u64>() {
         Ok(secs) => Some(Duration::from_secs(secs)),

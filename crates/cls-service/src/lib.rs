@@ -5,6 +5,65 @@
 pub mod admin;
 pub mod config;
 pub mod logging;
+pub mod tasks;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+pub use tasks::Tasks;
+
+/// How a binary logs and traces (from its configuration).
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: config::LogFormat,
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The body of every service binary: a configuration error exits 64 naming the variable;
+/// then logs and traces are set up, `run` serves until it returns (SIGTERM), and exported
+/// spans are flushed.
+pub async fn main<C, F>(
+    service: &'static str,
+    version: &'static str,
+    config: Result<C, config::ConfigError>,
+    log: impl FnOnce(&C) -> LogSettings,
+    run: impl FnOnce(C) -> F,
+) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{service}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let settings = log(&config);
+    let telemetry = match logging::init(
+        service,
+        version,
+        &settings.level,
+        settings.format,
+        settings.otlp_endpoint.as_deref(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let code = match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{service} failed");
+            ExitCode::FAILURE
+        }
+    };
+    telemetry.shutdown().await;
+    code
+}
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {

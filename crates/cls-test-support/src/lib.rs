@@ -6,6 +6,7 @@
 //! - [`PubSubEmulator`]: the real Google Pub/Sub emulator on a free port, stopped on drop.
 //! - [`TcpGate`]: a switchable TCP forwarder, to cut clients off a real server and let them back.
 
+pub mod binary;
 pub mod emulator;
 pub mod events;
 pub mod gate;

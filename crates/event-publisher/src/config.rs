@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cls_service::config::{ConfigError, LogFormat, Vars, invalid};
+use cls_service::config::{Common, ConfigError, Vars, invalid};
 
 /// Environment variable names.
 pub mod env {
@@ -41,14 +41,8 @@ pub enum PubSubTarget {
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
-    pub database_url: String,
-    pub database_max_connections: u32,
-    pub grpc_port: u16,
-    pub metrics_port: u16,
-    pub log_level: String,
-    pub log_format: LogFormat,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`: no tracing.
-    pub otlp_endpoint: Option<String>,
+    /// Database, ports, logs and traces, shared token, shutdown timeout.
+    pub common: Common,
     pub project: String,
     pub pubsub: PubSubTarget,
     pub cluster_events_topic: String,
@@ -68,17 +62,13 @@ pub struct Config {
     pub retention: Duration,
     pub prune_interval: Duration,
     pub prune_batch: i64,
-    /// Required on every gRPC call when set.
-    pub shared_token: Option<String>,
-    pub shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password and the token is a secret: neither is printed.
         f.debug_struct("Config")
-            .field("grpc_port", &self.grpc_port)
-            .field("metrics_port", &self.metrics_port)
+            .field("common", &self.common)
             .field("project", &self.project)
             .field("pubsub", &self.pubsub)
             .field("cluster_events_topic", &self.cluster_events_topic)
@@ -154,13 +144,7 @@ impl Config {
             ));
         }
         Ok(Config {
-            database_url: vars.required(env::DATABASE_URL)?.to_owned(),
-            database_max_connections: vars.number(env::DATABASE_MAX_CONNECTIONS, 8, 2..=1000)?,
-            grpc_port: vars.number(env::GRPC_PORT, 50053, 0..=65535)?,
-            metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
-            log_level: vars.string(env::LOG_LEVEL, "info"),
-            log_format: vars.log_format(env::LOG_FORMAT)?,
-            otlp_endpoint: vars.otlp_endpoint()?,
+            common: vars.common(8, 50053)?,
             project,
             pubsub,
             cluster_events_topic,
@@ -178,8 +162,6 @@ impl Config {
             prune_interval: vars
                 .positive_duration(env::OUTBOX_PRUNE_INTERVAL, Duration::from_secs(60))?,
             prune_batch: vars.number(env::OUTBOX_PRUNE_BATCH, 1000, 1..=100_000)?,
-            shared_token: vars.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
-            shutdown_timeout: vars.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
         })
     }
 }
@@ -220,7 +202,7 @@ mod tests {
             ("cluster-events", "nodepool-events")
         );
         assert_eq!(
-            (c.grpc_port, c.metrics_port, c.batch_size),
+            (c.common.grpc_port, c.common.metrics_port, c.batch_size),
             (50053, 8081, 1000)
         );
         assert_eq!(c.retention, Duration::from_secs(604_800));

@@ -13,7 +13,6 @@ pub mod relay;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use cls_rpc::auth::SharedToken;
 use cls_rpc::publisher::event_publisher_server::EventPublisherServer;
 use cls_rpc::server::GrpcServer;
@@ -22,7 +21,6 @@ use cls_storage::{PgPool, outbox};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use config::Config;
 
@@ -36,30 +34,19 @@ pub struct Running {
     pub grpc_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub metrics: Metrics,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    shutdown_timeout: Duration,
+    tasks: cls_service::Tasks,
 }
 
 impl Running {
     /// Stops accepting calls, lets in-flight calls and publish batches finish, hands the shard
     /// leases back, and returns (after at most the shutdown timeout).
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(self.shutdown_timeout, all)
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown timed out; exiting with work in flight (it will be redone)");
-        }
+        self.tasks.shutdown().await;
     }
 
     /// Stops every task at once, as if the process died (tests).
     pub fn abort(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.tasks.abort();
     }
 }
 
@@ -73,7 +60,10 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let pool = cls_storage::pool(&config.database_url, config.database_max_connections);
+    let pool = cls_storage::pool(
+        &config.common.database_url,
+        config.common.database_max_connections,
+    );
     let metrics = Metrics::new();
     let pubsub = Arc::new(PubSub::new(config));
     let backoff = Backoff {
@@ -82,7 +72,7 @@ pub async fn start(
     };
     let shared = Arc::new(Shared::new(
         pool.clone(),
-        config.database_url.clone(),
+        config.common.database_url.clone(),
         pubsub.clone(),
         metrics.clone(),
         RelaySettings {
@@ -92,26 +82,22 @@ pub async fn start(
             backoff,
         },
     ));
-    let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let mut tasks = cls_service::Tasks::new(config.common.shutdown_timeout);
+    let stopped = tasks.stopped();
 
-    let mut tasks = vec![
-        tokio::spawn(relay::listen(shared.clone(), stopped.clone())),
-        tokio::spawn(relay::lease(shared.clone(), stopped.clone())),
-        tokio::spawn(provision(pubsub.clone(), backoff, stopped.clone())),
-        tokio::spawn(prune(
-            pool.clone(),
-            metrics.clone(),
-            config.retention,
-            config.prune_interval,
-            config.prune_batch,
-            stopped.clone(),
-        )),
-    ];
+    tasks.spawn(relay::listen(shared.clone(), stopped.clone()));
+    tasks.spawn(relay::lease(shared.clone(), stopped.clone()));
+    tasks.spawn(provision(pubsub.clone(), backoff, stopped.clone()));
+    tasks.spawn(prune(
+        pool.clone(),
+        metrics.clone(),
+        config.retention,
+        config.prune_interval,
+        config.prune_batch,
+        stopped,
+    ));
 
-    let token = SharedToken::from_option(config.shared_token.clone());
+    let token = SharedToken::from_option(config.common.shared_token.clone());
     let service = EventPublisherServer::with_interceptor(
         grpc::PublishService {
             pool: pool.clone(),
@@ -120,32 +106,20 @@ pub async fn start(
         move |request| token.check(request),
     );
     let server = GrpcServer::new().add(service).await;
-    let grpc_stop = until_stopped(stopped.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = server.serve(grpc, grpc_stop).await {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    }));
+    tasks.spawn(server.run(grpc, tasks.until_stopped()));
 
     let router = admin::router(
         metrics.registry.clone(),
         readiness(pool.clone(), pubsub.clone()),
         Some(before_scrape(pool.clone(), metrics.clone())),
     );
-    let admin_stop = until_stopped(stopped.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, router, admin_stop).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    }));
+    tasks.spawn(admin::run(admin_listener, router, tasks.until_stopped()));
 
     Ok(Running {
         grpc_addr,
         admin_addr,
         metrics,
-        stop,
         tasks,
-        shutdown_timeout: config.shutdown_timeout,
     })
 }
 
@@ -257,12 +231,7 @@ async fn prune(
 
 /// Runs the service until SIGTERM/SIGINT (the binary's body).
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let grpc = TcpListener::bind(("0.0.0.0", config.grpc_port))
-        .await
-        .with_context(|| format!("binding the gRPC port {}", config.grpc_port))?;
-    let admin = TcpListener::bind(("0.0.0.0", config.metrics_port))
-        .await
-        .with_context(|| format!("binding the metrics port {}", config.metrics_port))?;
+    let (grpc, admin) = config.common.bind().await?;
     let running = start(&config, grpc, admin).await?;
     tracing::info!(grpc = %running.grpc_addr, admin = %running.admin_addr, project = %config.project, "event-publisher running");
     cls_service::shutdown_signal().await;

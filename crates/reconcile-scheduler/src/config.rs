@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cls_domain::reconcile::ReconcilePolicy;
-use cls_service::config::{ConfigError, LogFormat, Vars, invalid};
+use cls_service::config::{Common, ConfigError, Vars, invalid};
 
 pub mod env {
     pub const DATABASE_URL: &str = "DATABASE_URL";
@@ -35,19 +35,12 @@ pub mod env {
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
-    pub database_url: String,
-    pub database_max_connections: u32,
-    pub grpc_port: u16,
-    pub metrics_port: u16,
-    pub log_level: String,
-    pub log_format: LogFormat,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`: no tracing.
-    pub otlp_endpoint: Option<String>,
+    /// Database, ports, logs and traces, shared token, shutdown timeout.
+    pub common: Common,
     /// `http://host:port` of the event-publisher's gRPC server.
     pub publisher_url: String,
     /// Deadline of one `Publish` call.
     pub peer_timeout: Duration,
-    pub shared_token: Option<String>,
     pub policy: ReconcilePolicy,
     pub debounce: Duration,
     pub debounce_max_wait: Duration,
@@ -64,14 +57,12 @@ pub struct Config {
     pub deleted_retention: Duration,
     pub purge_interval: Duration,
     pub purge_batch: i64,
-    pub shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("grpc_port", &self.grpc_port)
-            .field("metrics_port", &self.metrics_port)
+            .field("common", &self.common)
             .field("publisher_url", &self.publisher_url)
             .field("policy", &self.policy)
             .field("replica_id", &self.replica_id)
@@ -126,16 +117,9 @@ impl Config {
             ),
         };
         Ok(Config {
-            database_url: vars.required(env::DATABASE_URL)?.to_owned(),
-            database_max_connections: vars.number(env::DATABASE_MAX_CONNECTIONS, 8, 1..=1000)?,
-            grpc_port: vars.number(env::GRPC_PORT, 50052, 0..=65535)?,
-            metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
-            log_level: vars.string(env::LOG_LEVEL, "info"),
-            log_format: vars.log_format(env::LOG_FORMAT)?,
-            otlp_endpoint: vars.otlp_endpoint()?,
+            common: vars.common(8, 50052)?,
             publisher_url: vars.url(env::EVENT_PUBLISHER_URL, "http://127.0.0.1:50053")?,
             peer_timeout,
-            shared_token: vars.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
             policy: ReconcilePolicy {
                 attention_interval: span(env::RECONCILE_ATTENTION_INTERVAL, attention)?,
                 stable_interval: span(env::RECONCILE_STABLE_INTERVAL, stable)?,
@@ -155,7 +139,6 @@ impl Config {
                 .positive_duration(env::DELETED_RETENTION, Duration::from_secs(7 * 24 * 3600))?,
             purge_interval: vars.positive_duration(env::PURGE_INTERVAL, Duration::from_secs(60))?,
             purge_batch: vars.number(env::PURGE_BATCH, 500, 1..=10_000)?,
-            shutdown_timeout: vars.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
         })
     }
 }
@@ -177,7 +160,7 @@ mod tests {
         let c = Config::from_vars(&vars(&[("HOSTNAME", "sched-0")])).unwrap();
         assert_eq!(c.policy, ReconcilePolicy::default());
         assert_eq!(
-            (c.grpc_port, c.debounce, c.debounce_max_wait),
+            (c.common.grpc_port, c.debounce, c.debounce_max_wait),
             (50052, Duration::from_secs(2), Duration::from_secs(20))
         );
         assert!(c.replica_id.starts_with("sched-0-"), "{}", c.replica_id);

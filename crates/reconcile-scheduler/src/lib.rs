@@ -11,7 +11,6 @@ pub mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use cls_rpc::auth::SharedToken;
 use cls_rpc::publisher::event_publisher_client::EventPublisherClient;
 use cls_rpc::scheduler::reconcile_scheduler_server::ReconcileSchedulerServer;
@@ -19,8 +18,6 @@ use cls_rpc::server::GrpcServer;
 use cls_service::admin;
 use cls_storage::{PgPool, schedule};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use config::Config;
 pub use scheduler::Scheduler;
@@ -34,30 +31,19 @@ pub struct Running {
     pub admin_addr: std::net::SocketAddr,
     pub metrics: Metrics,
     pub replica_id: String,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    shutdown_timeout: Duration,
+    tasks: cls_service::Tasks,
 }
 
 impl Running {
     /// Stops accepting calls, finishes the current round and in-flight calls, and returns.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(self.shutdown_timeout, all)
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown timed out");
-        }
+        self.tasks.shutdown().await;
     }
 
     /// Stops every task at once, as if the process died (tests): claims stay until they
     /// expire.
     pub fn abort(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.tasks.abort();
     }
 }
 
@@ -74,17 +60,18 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let pool = cls_storage::pool(&config.database_url, config.database_max_connections);
+    let pool = cls_storage::pool(
+        &config.common.database_url,
+        config.common.database_max_connections,
+    );
     let metrics = Metrics::new();
-    let token = SharedToken::from_option(config.shared_token.clone());
+    let token = SharedToken::from_option(config.common.shared_token.clone());
     let publisher = EventPublisherClient::with_interceptor(
         cls_rpc::client::channel(&config.publisher_url, config.peer_timeout)?,
         token.clone(),
     );
-    let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let mut tasks = cls_service::Tasks::new(config.common.shutdown_timeout);
+    let stopped = tasks.stopped();
 
     let scheduler = Scheduler {
         pool: pool.clone(),
@@ -98,24 +85,22 @@ pub async fn start(
     };
     // Several claim loops per replica overlap one round's database work with another's
     // publish call; claims keep them apart as they keep replicas apart.
-    let mut tasks: Vec<JoinHandle<()>> = (0..config.workers)
-        .map(|_| {
-            tokio::spawn(scheduler::claim_loop(
-                scheduler.clone(),
-                config.poll_interval,
-                config.retry_backoff,
-                stopped.clone(),
-            ))
-        })
-        .collect();
-    tasks.push(tokio::spawn(scheduler::purge_loop(
+    for _ in 0..config.workers {
+        tasks.spawn(scheduler::claim_loop(
+            scheduler.clone(),
+            config.poll_interval,
+            config.retry_backoff,
+            stopped.clone(),
+        ));
+    }
+    tasks.spawn(scheduler::purge_loop(
         pool.clone(),
         metrics.clone(),
         duration(config.deleted_retention),
         config.purge_interval,
         config.purge_batch,
-        stopped.clone(),
-    )));
+        stopped,
+    ));
 
     let service = ReconcileSchedulerServer::with_interceptor(
         grpc::SchedulerService {
@@ -129,12 +114,7 @@ pub async fn start(
         move |request| token.check(request),
     );
     let server = GrpcServer::new().add(service).await;
-    let grpc_stop = until_stopped(stopped.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = server.serve(grpc, grpc_stop).await {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    }));
+    tasks.spawn(server.run(grpc, tasks.until_stopped()));
 
     let router = admin::router(
         metrics.registry.clone(),
@@ -145,20 +125,13 @@ pub async fn start(
             config.policy.attention_interval,
         )),
     );
-    let admin_stop = until_stopped(stopped);
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, router, admin_stop).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    }));
+    tasks.spawn(admin::run(admin_listener, router, tasks.until_stopped()));
     Ok(Running {
         grpc_addr,
         admin_addr,
         metrics,
         replica_id: config.replica_id.clone(),
-        stop,
         tasks,
-        shutdown_timeout: config.shutdown_timeout,
     })
 }
 
@@ -204,12 +177,7 @@ fn before_scrape(
 
 /// Runs the service until SIGTERM/SIGINT (the binary's body).
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let grpc = TcpListener::bind(("0.0.0.0", config.grpc_port))
-        .await
-        .with_context(|| format!("binding the gRPC port {}", config.grpc_port))?;
-    let admin = TcpListener::bind(("0.0.0.0", config.metrics_port))
-        .await
-        .with_context(|| format!("binding the metrics port {}", config.metrics_port))?;
+    let (grpc, admin) = config.common.bind().await?;
     let running = start(&config, grpc, admin).await?;
     tracing::info!(grpc = %running.grpc_addr, admin = %running.admin_addr, replica = %running.replica_id, "reconcile-scheduler running");
     cls_service::shutdown_signal().await;

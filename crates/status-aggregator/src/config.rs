@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cls_service::config::{ConfigError, LogFormat, Vars};
+use cls_service::config::{Common, ConfigError, Vars};
 
 pub mod env {
     pub const DATABASE_URL: &str = "DATABASE_URL";
@@ -24,14 +24,8 @@ pub mod env {
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
-    pub database_url: String,
-    pub database_max_connections: u32,
-    pub grpc_port: u16,
-    pub metrics_port: u16,
-    pub log_level: String,
-    pub log_format: LogFormat,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`: no tracing.
-    pub otlp_endpoint: Option<String>,
+    /// Database, ports, logs and traces, shared token, shutdown timeout.
+    pub common: Common,
     /// How long controllers may work on a generation before silence means failure.
     pub grace: Duration,
     /// Past the grace period, a report this recent still counts as progress.
@@ -39,19 +33,16 @@ pub struct Config {
     /// How often the sweep looks for statuses that change with time alone.
     pub sweep_interval: Duration,
     pub sweep_batch: i64,
-    pub shared_token: Option<String>,
     /// Where phase changes send `status_change` reconcile triggers; `off`: nowhere.
     pub reconcile_scheduler_url: Option<String>,
     /// Deadline of one trigger call.
     pub peer_timeout: Duration,
-    pub shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("grpc_port", &self.grpc_port)
-            .field("metrics_port", &self.metrics_port)
+            .field("common", &self.common)
             .field("grace", &self.grace)
             .field("sweep_interval", &self.sweep_interval)
             .finish_non_exhaustive()
@@ -66,13 +57,7 @@ impl Config {
     pub fn from_vars(map: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let vars = Vars::new(map);
         Ok(Config {
-            database_url: vars.required(env::DATABASE_URL)?.to_owned(),
-            database_max_connections: vars.number(env::DATABASE_MAX_CONNECTIONS, 16, 1..=1000)?,
-            grpc_port: vars.number(env::GRPC_PORT, 50051, 0..=65535)?,
-            metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
-            log_level: vars.string(env::LOG_LEVEL, "info"),
-            log_format: vars.log_format(env::LOG_FORMAT)?,
-            otlp_endpoint: vars.otlp_endpoint()?,
+            common: vars.common(16, 50051)?,
             grace: vars
                 .positive_duration(env::STATUS_GRACE_PERIOD, Duration::from_secs(30 * 60))?,
             progress_window: vars
@@ -80,11 +65,9 @@ impl Config {
             sweep_interval: vars
                 .positive_duration(env::STATUS_SWEEP_INTERVAL, Duration::from_secs(10))?,
             sweep_batch: vars.number(env::STATUS_SWEEP_BATCH, 200, 1..=10_000)?,
-            shared_token: vars.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
             reconcile_scheduler_url: vars
                 .optional_url(env::RECONCILE_SCHEDULER_URL, "http://127.0.0.1:50052")?,
             peer_timeout: vars.positive_duration(env::PEER_TIMEOUT, Duration::from_secs(5))?,
-            shutdown_timeout: vars.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
         })
     }
 }
@@ -97,7 +80,10 @@ mod tests {
     fn defaults_and_errors() {
         let mut vars = HashMap::from([("DATABASE_URL".to_owned(), "postgres://x/y".to_owned())]);
         let c = Config::from_vars(&vars).unwrap();
-        assert_eq!((c.grpc_port, c.grace), (50051, Duration::from_secs(1800)));
+        assert_eq!(
+            (c.common.grpc_port, c.grace),
+            (50051, Duration::from_secs(1800))
+        );
         vars.insert("STATUS_GRACE_PERIOD".into(), "soon".into());
         assert_eq!(
             Config::from_vars(&vars).unwrap_err().variable,

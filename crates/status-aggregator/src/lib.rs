@@ -11,7 +11,6 @@ pub mod metrics;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use cls_rpc::auth::SharedToken;
 use cls_rpc::server::GrpcServer;
 use cls_rpc::status::status_aggregator_server::StatusAggregatorServer;
@@ -20,7 +19,6 @@ use cls_storage::PgPool;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use aggregator::{Aggregator, LogPhaseChanges, PhaseChangeHook, ReconcileOnPhaseChange};
 pub use config::Config;
@@ -33,29 +31,18 @@ pub struct Running {
     pub grpc_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub metrics: Metrics,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    shutdown_timeout: Duration,
+    tasks: cls_service::Tasks,
 }
 
 impl Running {
     /// Stops accepting calls, finishes in-flight ones and the current sweep, and returns.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(self.shutdown_timeout, all)
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown timed out");
-        }
+        self.tasks.shutdown().await;
     }
 
     /// Stops every task at once, as if the process died (tests).
     pub fn abort(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.tasks.abort();
     }
 }
 
@@ -68,7 +55,10 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let pool = cls_storage::pool(&config.database_url, config.database_max_connections);
+    let pool = cls_storage::pool(
+        &config.common.database_url,
+        config.common.database_max_connections,
+    );
     let metrics = Metrics::new();
     let aggregator = Aggregator::new(
         pool.clone(),
@@ -77,45 +67,31 @@ pub async fn start(
         metrics.clone(),
         hook,
     );
-    let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let mut tasks = cls_service::Tasks::new(config.common.shutdown_timeout);
+    let stopped = tasks.stopped();
 
-    let mut tasks = vec![tokio::spawn(sweep(
+    tasks.spawn(sweep(
         aggregator.clone(),
         config.sweep_interval,
         config.sweep_batch,
-        stopped.clone(),
-    ))];
+        stopped,
+    ));
 
-    let token = SharedToken::from_option(config.shared_token.clone());
+    let token = SharedToken::from_option(config.common.shared_token.clone());
     let service = StatusAggregatorServer::with_interceptor(
         grpc::StatusService { aggregator },
         move |request| token.check(request),
     );
     let server = GrpcServer::new().add(service).await;
-    let grpc_stop = until_stopped(stopped.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = server.serve(grpc, grpc_stop).await {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    }));
+    tasks.spawn(server.run(grpc, tasks.until_stopped()));
 
     let router = admin::router(metrics.registry.clone(), readiness(pool), None);
-    let admin_stop = until_stopped(stopped);
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, router, admin_stop).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    }));
+    tasks.spawn(admin::run(admin_listener, router, tasks.until_stopped()));
     Ok(Running {
         grpc_addr,
         admin_addr,
         metrics,
-        stop,
         tasks,
-        shutdown_timeout: config.shutdown_timeout,
     })
 }
 
@@ -162,16 +138,11 @@ async fn sweep(
 
 /// Runs the service until SIGTERM/SIGINT (the binary's body).
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let grpc = TcpListener::bind(("0.0.0.0", config.grpc_port))
-        .await
-        .with_context(|| format!("binding the gRPC port {}", config.grpc_port))?;
-    let admin = TcpListener::bind(("0.0.0.0", config.metrics_port))
-        .await
-        .with_context(|| format!("binding the metrics port {}", config.metrics_port))?;
+    let (grpc, admin) = config.common.bind().await?;
     let triggers = cls_rpc::client::ReconcileTriggers::new(
         config.reconcile_scheduler_url.as_deref(),
         config.peer_timeout,
-        SharedToken::from_option(config.shared_token.clone()),
+        SharedToken::from_option(config.common.shared_token.clone()),
     )?;
     let running = start(
         &config,

@@ -1,4 +1,4 @@
-//! `status-aggregator`: config → logging → gRPC, sweep and admin servers → drain on SIGTERM.
+//! `status-aggregator`: config → logs and traces → gRPC, sweep and admin servers → drain on SIGTERM.
 
 use std::process::ExitCode;
 
@@ -6,33 +6,12 @@ use status_aggregator::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("status-aggregator: {e}");
-            return ExitCode::from(cls_service::EXIT_CONFIG);
-        }
-    };
-    let telemetry = match cls_service::logging::init(
+    cls_service::main(
         "status-aggregator",
         env!("CARGO_PKG_VERSION"),
-        &config.log_level,
-        config.log_format,
-        config.otlp_endpoint.as_deref(),
-    ) {
-        Ok(telemetry) => telemetry,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(cls_service::EXIT_CONFIG);
-        }
-    };
-    let code = match status_aggregator::run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "status-aggregator failed");
-            ExitCode::FAILURE
-        }
-    };
-    telemetry.shutdown().await;
-    code
+        Config::from_env(),
+        |c| c.common.log_settings(),
+        status_aggregator::run,
+    )
+    .await
 }
