@@ -18,6 +18,7 @@ use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -71,14 +72,13 @@ impl Telemetry {
 pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
     use tracing_subscriber::EnvFilter;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = || {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new(format!(
-                "{},h2=warn,hyper=warn,tower=warn,actix_server=warn,opentelemetry=warn,opentelemetry_sdk=warn,tonic=warn",
-                settings.level
-            ))
-        })
-    };
+    // Logs follow LOG_LEVEL (or RUST_LOG); exported spans are CLS's own at info and above,
+    // whatever the log level, never library internals (h2, hyper, tower, …), so disabled call
+    // sites cost nothing and traces hold what an operator reads.
+    let quiet = "h2=warn,hyper=warn,hyper_util=warn,tower=warn,actix_server=warn,opentelemetry=warn,opentelemetry_sdk=warn,tonic=warn";
+    let log_filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},{quiet}", settings.level)));
+    let span_filter = EnvFilter::new(format!("info,{quiet}"));
     let (otel, provider) = match settings.otlp_endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -100,7 +100,11 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
             let tracer = provider.tracer(settings.service);
             opentelemetry::global::set_tracer_provider(provider.clone());
             (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(span_filter),
+                ),
                 Some(provider),
             )
         }
@@ -117,21 +121,19 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
                     .with_current_span(true)
                     .with_span_list(true)
                     .with_target(false)
-                    .with_filter(filter()),
+                    .with_filter(log_filter),
             )
             .try_init(),
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_target(false)
-                    .with_filter(filter()),
+                    .with_filter(log_filter),
             )
             .try_init(),
     };
     Ok(Telemetry { provider })
 }
-
-use tracing_subscriber::Layer as _;
 
 /// The OpenTelemetry context of a W3C `traceparent` (an empty context when absent or invalid).
 pub fn context(traceparent: Option<&str>) -> Context {

@@ -234,6 +234,19 @@ async fn one_trace_from_rest_through_grpc_and_the_outbox_to_pubsub() {
         "{traceparent} names the request span"
     );
 
+    // Only CLS's own spans are exported, never library internals (h2, hyper, tower, …).
+    for span in &spans {
+        let ours = span.name.starts_with("POST ")
+            || span.name.starts_with("GET ")
+            || span.name.starts_with("PUT ")
+            || span.name.starts_with("cls.")
+            || span.name.starts_with("INSERT ")
+            || span.name.starts_with("UPDATE ")
+            || span.name.ends_with(" publish")
+            || span.name == "reconcile round";
+        assert!(ours, "an unexpected span was exported: {span:?}");
+    }
+
     // No request bodies or secrets in attributes.
     for span in &trace {
         for (key, value) in &span.attributes {
