@@ -101,8 +101,13 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
             opentelemetry::global::set_tracer_provider(provider.clone());
             (
                 Some(
+                    // No per-poll busy/idle timing, thread or source-location attributes:
+                    // they cost on every span and the conventions do not ask for them.
                     tracing_opentelemetry::layer()
                         .with_tracer(tracer)
+                        .with_tracked_inactivity(false)
+                        .with_threads(false)
+                        .with_location(false)
                         .with_filter(span_filter),
                 ),
                 Some(provider),
