@@ -18,6 +18,15 @@ use tokio::net::TcpListener;
 pub type ReadinessFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 pub type Readiness = Arc<dyn Fn() -> ReadinessFuture + Send + Sync>;
 
+/// A [`Readiness`] from an async check.
+pub fn readiness<F, Fut>(check: F) -> Readiness
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(check()))
+}
+
 /// Called before `/metrics` renders, to refresh gauges that are sampled on demand.
 pub type BeforeScrape = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 

@@ -100,6 +100,13 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Whether the pool can hand out a connection that answers: a readiness check's database
+/// part, with a message for `/readyz`.
+pub async fn ready(pool: &PgPool) -> Result<(), String> {
+    let mut conn = pool.get().await.map_err(|e| format!("database: {e}"))?;
+    ping(&mut conn).await.map_err(|e| format!("database: {e}"))
+}
+
 /// Checks an update's version preconditions against the stored `resource_version`:
 /// `If-Match` first (412), then the body's `resource_version` (409).
 pub(crate) fn check_versions(

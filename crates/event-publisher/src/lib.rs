@@ -126,15 +126,11 @@ pub async fn start(
 /// Ready when Postgres answers and the Pub/Sub topic can be reached (re-provisioned if it
 /// went missing, e.g. after an emulator restart).
 fn readiness(pool: PgPool, pubsub: Arc<PubSub>) -> admin::Readiness {
-    Arc::new(move || {
+    admin::readiness(move || {
         let pool = pool.clone();
         let pubsub = pubsub.clone();
-        Box::pin(async move {
-            let mut conn = pool.get().await.map_err(|e| format!("database: {e}"))?;
-            cls_storage::ping(&mut conn)
-                .await
-                .map_err(|e| format!("database: {e}"))?;
-            drop(conn);
+        async move {
+            cls_storage::ready(&pool).await?;
             match pubsub.check().await {
                 Ok(()) => Ok(()),
                 Err(pubsub::PublishError::TopicMissing(_)) => pubsub
@@ -143,7 +139,7 @@ fn readiness(pool: PgPool, pubsub: Arc<PubSub>) -> admin::Readiness {
                     .map_err(|e| format!("pubsub: {e}")),
                 Err(e) => Err(format!("pubsub: {e}")),
             }
-        })
+        }
     })
 }
 

@@ -139,14 +139,9 @@ pub async fn start(
 /// is down the claim loop retries and nothing is lost, and restarting the scheduler would not
 /// help.
 fn readiness(pool: PgPool) -> admin::Readiness {
-    Arc::new(move || {
+    admin::readiness(move || {
         let pool = pool.clone();
-        Box::pin(async move {
-            let mut conn = pool.get().await.map_err(|e| format!("database: {e}"))?;
-            cls_storage::ping(&mut conn)
-                .await
-                .map_err(|e| format!("database: {e}"))
-        })
+        async move { cls_storage::ready(&pool).await }
     })
 }
 

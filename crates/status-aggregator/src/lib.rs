@@ -96,14 +96,9 @@ pub async fn start(
 }
 
 fn readiness(pool: PgPool) -> admin::Readiness {
-    Arc::new(move || {
+    admin::readiness(move || {
         let pool = pool.clone();
-        Box::pin(async move {
-            let mut conn = pool.get().await.map_err(|e| format!("database: {e}"))?;
-            cls_storage::ping(&mut conn)
-                .await
-                .map_err(|e| format!("database: {e}"))
-        })
+        async move { cls_storage::ready(&pool).await }
     })
 }
 
