@@ -260,7 +260,74 @@ async fn one_trace_from_rest_through_grpc_and_the_outbox_to_pubsub() {
             );
         }
     }
-    let _ = id;
+    // gateway → aggregator: a controller's status report in a trace of its own.
+    const REPORT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    let report = stack
+        .client
+        .put(format!("{}/api/v1/clusters/{id}/status", stack.api))
+        .header("X-User-Email", CONTROLLER)
+        .header("traceparent", format!("00-{REPORT_TRACE}-b7ad6b7169203331-01"))
+        .json(&json!({"controller_name": "ctl-a", "observed_generation": 1,
+            "conditions": [{"type": "Available", "status": "True", "reason": "Done", "message": "ok"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let spans: Vec<Span> = collector
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.trace_id == REPORT_TRACE)
+            .cloned()
+            .collect();
+        let reported = |kind: i32| {
+            spans.iter().any(|s| {
+                s.kind == kind
+                    && s.attributes.get("rpc.method").map(String::as_str) == Some("ReportStatus")
+            })
+        };
+        if reported(CLIENT) && reported(SERVER) {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "report spans never arrived: {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let call = spans
+        .iter()
+        .find(|s| {
+            s.kind == CLIENT
+                && s.attributes.get("rpc.method").map(String::as_str) == Some("ReportStatus")
+        })
+        .unwrap();
+    let served = spans
+        .iter()
+        .find(|s| {
+            s.kind == SERVER
+                && s.attributes.get("rpc.method").map(String::as_str) == Some("ReportStatus")
+        })
+        .unwrap();
+    assert_eq!(
+        served.attributes["rpc.service"],
+        "cls.status.v1.StatusAggregator"
+    );
+    assert_eq!(served.parent, call.span_id);
+    let request = spans
+        .iter()
+        .find(|s| {
+            s.kind == SERVER
+                && s.attributes.get("http.route").map(String::as_str)
+                    == Some("/api/v1/clusters/{id}/status")
+        })
+        .unwrap();
+    assert_eq!(call.parent, request.span_id);
+    assert_eq!(request.parent, "b7ad6b7169203331");
+
     scheduler.shutdown().await;
     telemetry.shutdown().await;
 }
