@@ -51,11 +51,6 @@ impl ReconcileTriggers {
         Ok(ReconcileTriggers { client })
     }
 
-    /// No scheduler: every trigger is dropped.
-    pub fn disabled() -> ReconcileTriggers {
-        ReconcileTriggers { client: None }
-    }
-
     /// Sends the trigger in the background (needs a Tokio runtime).
     pub fn fire(&self, kind: ResourceKind, id: Uuid, reason: ReconcileReason) {
         let Some(mut client) = self.client.clone() else {

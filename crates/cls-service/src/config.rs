@@ -22,8 +22,18 @@ pub fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigErro
 /// Log output format (`LOG_FORMAT`).
 pub use cls_telemetry::LogFormat;
 
-/// The variable every service reads for trace export.
-pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The variables of [`Common`]: every internal service reads them.
+pub mod env {
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
+    pub const GRPC_PORT: &str = "GRPC_PORT";
+    pub const METRICS_PORT: &str = "METRICS_PORT";
+    pub const LOG_LEVEL: &str = "LOG_LEVEL";
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
+    pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
+}
 
 /// A set of variables (the process environment, or a map in tests). Blank values count as
 /// unset.
@@ -153,9 +163,9 @@ impl<'a> Vars<'a> {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the OTLP/gRPC collector (`http(s)://host:port`); unset:
     /// no tracing.
     pub fn otlp_endpoint(&self) -> Result<Option<String>, ConfigError> {
-        match self.get(OTEL_EXPORTER_OTLP_ENDPOINT) {
+        match self.get(env::OTEL_EXPORTER_OTLP_ENDPOINT) {
             None => Ok(None),
-            Some(_) => self.url(OTEL_EXPORTER_OTLP_ENDPOINT, "").map(Some),
+            Some(_) => self.url(env::OTEL_EXPORTER_OTLP_ENDPOINT, "").map(Some),
         }
     }
 
@@ -209,19 +219,19 @@ impl Vars<'_> {
     /// The [`Common`] settings, with this service's default pool size and gRPC port.
     pub fn common(&self, default_pool: u32, default_grpc_port: u16) -> Result<Common, ConfigError> {
         Ok(Common {
-            database_url: self.required("DATABASE_URL")?.to_owned(),
+            database_url: self.required(env::DATABASE_URL)?.to_owned(),
             database_max_connections: self.number(
-                "DATABASE_MAX_CONNECTIONS",
+                env::DATABASE_MAX_CONNECTIONS,
                 default_pool,
                 2..=1000,
             )?,
-            grpc_port: self.number("GRPC_PORT", default_grpc_port, 0..=65535)?,
-            metrics_port: self.number("METRICS_PORT", 8081, 0..=65535)?,
-            log_level: self.string("LOG_LEVEL", "info"),
-            log_format: self.log_format("LOG_FORMAT")?,
+            grpc_port: self.number(env::GRPC_PORT, default_grpc_port, 0..=65535)?,
+            metrics_port: self.number(env::METRICS_PORT, 8081, 0..=65535)?,
+            log_level: self.string(env::LOG_LEVEL, "info"),
+            log_format: self.log_format(env::LOG_FORMAT)?,
             otlp_endpoint: self.otlp_endpoint()?,
-            shared_token: self.get("GRPC_SHARED_TOKEN").map(str::to_owned),
-            shutdown_timeout: self.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+            shared_token: self.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
+            shutdown_timeout: self.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
         })
     }
 }

@@ -168,15 +168,6 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
-/// Adds a link from `span` to the remote `traceparent` (no-op when absent or invalid).
-pub fn link(span: &tracing::Span, traceparent: &str) {
-    let cx = context(Some(traceparent));
-    let remote = cx.span().span_context().clone();
-    if remote.is_valid() {
-        span.add_link(remote);
-    }
-}
-
 /// The 32-hex trace id for log lines: the span's when tracing, else the one of
 /// `traceparent` (the caller's), else a new random one.
 pub fn trace_id(span: &tracing::Span, traceparent: Option<&str>) -> String {

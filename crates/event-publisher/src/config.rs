@@ -7,12 +7,6 @@ use cls_service::config::{Common, ConfigError, Vars, invalid};
 
 /// Environment variable names.
 pub mod env {
-    pub const DATABASE_URL: &str = "DATABASE_URL";
-    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
-    pub const GRPC_PORT: &str = "GRPC_PORT";
-    pub const METRICS_PORT: &str = "METRICS_PORT";
-    pub const LOG_LEVEL: &str = "LOG_LEVEL";
-    pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const GOOGLE_CLOUD_PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
     pub const PUBSUB_EMULATOR_HOST: &str = "PUBSUB_EMULATOR_HOST";
     pub const PUBSUB_CLUSTER_EVENTS_TOPIC: &str = "PUBSUB_CLUSTER_EVENTS_TOPIC";
@@ -26,8 +20,6 @@ pub mod env {
     pub const OUTBOX_RETENTION: &str = "OUTBOX_RETENTION";
     pub const OUTBOX_PRUNE_INTERVAL: &str = "OUTBOX_PRUNE_INTERVAL";
     pub const OUTBOX_PRUNE_BATCH: &str = "OUTBOX_PRUNE_BATCH";
-    pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
-    pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
 }
 
 /// Where Pub/Sub is.

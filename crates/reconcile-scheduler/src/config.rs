@@ -7,15 +7,8 @@ use cls_domain::reconcile::ReconcilePolicy;
 use cls_service::config::{Common, ConfigError, Vars, invalid};
 
 pub mod env {
-    pub const DATABASE_URL: &str = "DATABASE_URL";
-    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
-    pub const GRPC_PORT: &str = "GRPC_PORT";
-    pub const METRICS_PORT: &str = "METRICS_PORT";
-    pub const LOG_LEVEL: &str = "LOG_LEVEL";
-    pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const EVENT_PUBLISHER_URL: &str = "EVENT_PUBLISHER_URL";
     pub const PEER_TIMEOUT: &str = "PEER_TIMEOUT";
-    pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
     pub const RECONCILE_ATTENTION_INTERVAL: &str = "RECONCILE_ATTENTION_INTERVAL";
     pub const RECONCILE_STABLE_INTERVAL: &str = "RECONCILE_STABLE_INTERVAL";
     pub const RECONCILE_YOUNG_AGE: &str = "RECONCILE_YOUNG_AGE";
@@ -30,7 +23,6 @@ pub mod env {
     pub const DELETED_RETENTION: &str = "DELETED_RETENTION";
     pub const PURGE_INTERVAL: &str = "PURGE_INTERVAL";
     pub const PURGE_BATCH: &str = "PURGE_BATCH";
-    pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
 }
 
 #[derive(Clone, PartialEq, Eq)]

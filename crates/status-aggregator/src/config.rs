@@ -6,20 +6,12 @@ use std::time::Duration;
 use cls_service::config::{Common, ConfigError, Vars};
 
 pub mod env {
-    pub const DATABASE_URL: &str = "DATABASE_URL";
-    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
-    pub const GRPC_PORT: &str = "GRPC_PORT";
-    pub const METRICS_PORT: &str = "METRICS_PORT";
-    pub const LOG_LEVEL: &str = "LOG_LEVEL";
-    pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const STATUS_GRACE_PERIOD: &str = "STATUS_GRACE_PERIOD";
     pub const STATUS_PROGRESS_WINDOW: &str = "STATUS_PROGRESS_WINDOW";
     pub const STATUS_SWEEP_INTERVAL: &str = "STATUS_SWEEP_INTERVAL";
     pub const STATUS_SWEEP_BATCH: &str = "STATUS_SWEEP_BATCH";
-    pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
     pub const RECONCILE_SCHEDULER_URL: &str = "RECONCILE_SCHEDULER_URL";
     pub const PEER_TIMEOUT: &str = "PEER_TIMEOUT";
-    pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
 }
 
 #[derive(Clone, PartialEq, Eq)]
