@@ -30,6 +30,7 @@ pub mod schedule;
 pub mod schema;
 pub mod status;
 
+mod prepared;
 mod rows;
 
 pub use diesel_async::AsyncPgConnection;

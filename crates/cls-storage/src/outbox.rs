@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::StorageError;
+use crate::prepared::sql;
 use crate::schema::outbox;
 
 /// The advisory lock class that serialises outbox writers per cluster ("CLSO").
@@ -77,7 +78,7 @@ pub async fn insert(
          WHERE (SELECT count(*) FROM locks) >= 0
         ON CONFLICT (id) DO NOTHING";
     atomically!(conn, async |conn| {
-        diesel::sql_query(statement)
+        sql(statement)
             .bind::<Integer, _>(OUTBOX_LOCK_CLASS)
             .bind::<Array<Text>, _>(&cluster_ids)
             .bind::<Array<SqlUuid>, _>(envelopes.iter().map(|e| e.id).collect::<Vec<_>>())
@@ -168,10 +169,10 @@ pub async fn unlock_shard(conn: &mut AsyncPgConnection, shard: i16) -> Result<bo
 
 async fn shard_lock(
     conn: &mut AsyncPgConnection,
-    statement: &str,
+    statement: &'static str,
     shard: i16,
 ) -> Result<bool, StorageError> {
-    let row: Locked = diesel::sql_query(statement)
+    let row: Locked = sql(statement)
         .bind::<Integer, _>(SHARD_LOCK_CLASS)
         .bind::<Integer, _>(i32::from(shard))
         .get_result(conn)
@@ -333,7 +334,7 @@ const MEMBER_LOCK_CLASS: i32 = 0x434c_534d;
 
 /// Registers this session as a live publisher replica until the connection closes.
 pub async fn join_relay(conn: &mut AsyncPgConnection) -> Result<(), StorageError> {
-    diesel::sql_query("SELECT pg_advisory_lock($1, pg_backend_pid())")
+    sql("SELECT pg_advisory_lock($1, pg_backend_pid())")
         .bind::<Integer, _>(MEMBER_LOCK_CLASS)
         .execute(conn)
         .await?;
@@ -349,11 +350,9 @@ struct Count {
 /// How many publisher replicas are connected to this database now (sessions that called
 /// [`join_relay`] and are still open).
 pub async fn relay_replicas(conn: &mut AsyncPgConnection) -> Result<i64, StorageError> {
-    let row: Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM pg_locks
+    let row: Count = sql("SELECT count(*) AS n FROM pg_locks
           WHERE locktype = 'advisory' AND granted AND classid = $1::oid AND objsubid = 2
-            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
     .bind::<diesel::sql_types::BigInt, _>(i64::from(MEMBER_LOCK_CLASS))
     .get_result(conn)
     .await?;

@@ -23,6 +23,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::error::StorageError;
+use crate::prepared::sql;
 use crate::rows::decode;
 use crate::truncate_to_micros;
 
@@ -89,8 +90,7 @@ pub async fn claim_due(
     now: OffsetDateTime,
     limit: i64,
 ) -> Result<Vec<DueItem>, StorageError> {
-    let rows: Vec<DueRow> = diesel::sql_query(
-        "WITH due AS (
+    let rows: Vec<DueRow> = sql("WITH due AS (
              SELECT resource_id FROM reconcile_schedule
               WHERE next_due_at <= $1
               ORDER BY next_due_at
@@ -124,8 +124,7 @@ pub async fn claim_due(
            FROM claimed cl
            JOIN clusters c ON c.id = cl.cluster_id
            LEFT JOIN nodepools np ON np.id = cl.nodepool_id
-          ORDER BY cl.claimed_due_at",
-    )
+          ORDER BY cl.claimed_due_at")
     .bind::<Timestamptz, _>(truncate_to_micros(now))
     .bind::<BigInt, _>(limit)
     .bind::<Text, _>(&claim.replica)
@@ -196,7 +195,7 @@ pub async fn complete(
         .iter()
         .map(|c| truncate_to_micros(c.next_due_at))
         .collect();
-    Ok(diesel::sql_query(
+    Ok(sql(
         // `next_due_at = claim_expires_at`: no trigger arrived during the claim (a trigger
         // moves the due time), so the policy's next due time applies and the pending trigger,
         // if any, was served. Otherwise the newer trigger's due time and reason stay.
@@ -230,13 +229,11 @@ pub async fn release(
     ids: &[Uuid],
     retry_at: OffsetDateTime,
 ) -> Result<usize, StorageError> {
-    Ok(diesel::sql_query(
-        "UPDATE reconcile_schedule
+    Ok(sql("UPDATE reconcile_schedule
             SET next_due_at = CASE WHEN next_due_at = claim_expires_at
                                    THEN $1 ELSE next_due_at END,
                 claimed_by = NULL, claim_expires_at = NULL
-          WHERE resource_id = ANY($2) AND claimed_by = $3 AND claim_expires_at = $4",
-    )
+          WHERE resource_id = ANY($2) AND claimed_by = $3 AND claim_expires_at = $4")
     .bind::<Timestamptz, _>(truncate_to_micros(retry_at))
     .bind::<Array<SqlUuid>, _>(ids)
     .bind::<Text, _>(&claim.replica)
@@ -249,7 +246,7 @@ pub async fn release(
 /// them in its own transaction; this covers rows that slipped through).
 pub async fn forget(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<usize, StorageError> {
     Ok(
-        diesel::sql_query("DELETE FROM reconcile_schedule WHERE resource_id = ANY($1)")
+        sql("DELETE FROM reconcile_schedule WHERE resource_id = ANY($1)")
             .bind::<Array<SqlUuid>, _>(ids)
             .execute(conn)
             .await?,
@@ -284,7 +281,7 @@ pub async fn trigger(
         next_due_at: OffsetDateTime,
     }
     let now = truncate_to_micros(now);
-    let due: Option<Due> = diesel::sql_query(
+    let due: Option<Due> = sql(
         // A creation trigger on a resource not yet reconciled changes nothing: its schedule
         // row, committed with it, is already due and its first event comes promptly.
         "UPDATE reconcile_schedule
@@ -349,7 +346,7 @@ pub async fn stats(
         #[diesel(sql_type = Double)]
         oldest_due_seconds: f64,
     }
-    let row: Row = diesel::sql_query(
+    let row: Row = sql(
         "SELECT count(*) FILTER (WHERE next_due_at <= $1) AS due,
                 count(*) FILTER (WHERE next_due_at <= $2) AS overdue,
                 count(*) FILTER (WHERE claimed_by IS NOT NULL AND claim_expires_at > $1) AS claimed,
@@ -382,7 +379,7 @@ pub async fn purge_deleted(
 ) -> Result<usize, StorageError> {
     let mut purged = 0;
     for table in ["nodepools", "clusters"] {
-        purged += diesel::sql_query(format!(
+        purged += sql(format!(
             "WITH doomed AS (
                  SELECT id FROM {table} WHERE deleted_at < $1
                   ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED
