@@ -145,6 +145,8 @@ pub fn start(
             .configure(routes::configure)
     })
     .workers(config.http_workers)
+    // A response is never held back waiting for the client's delayed ACK (Nagle).
+    .tcp_nodelay(true)
     .client_request_timeout(Duration::from_secs(10))
     .shutdown_timeout(config.shutdown_timeout.as_secs())
     .listen(api)?
