@@ -1,9 +1,11 @@
 //! Controller status rows and the stored aggregate (SPEC §4), for clusters and nodepools alike.
 //!
-//! The status-aggregator runs a report as one transaction: [`lock_target`] (row lock on the
-//! resource), [`controller_rows`], [`upsert_controller`], then [`store`] with the aggregate
-//! recomputed from the rows, so concurrent reports serialise on the resource and never leave
-//! a stale aggregate. The sweep uses [`due_for_recheck`] (`SKIP LOCKED`) the same way.
+//! A report is stored with the aggregate recomputed from the rows it was read with, in one
+//! transaction: [`lock_with_rows`] locks the resource row and reads its controller rows, then
+//! [`save_report`] writes the controller row and the aggregate in one statement. Concurrent
+//! reports on a resource serialise on its row lock, so none leaves a stale aggregate. The
+//! sweep finds its work with [`due_for_recheck`] (`SKIP LOCKED`), then does the same with
+//! [`store`].
 
 use cls_domain::resource::ResourceKind;
 use cls_domain::status::{ControllerStatus, Status, ValidReport};
@@ -14,6 +16,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::StorageError;
+use crate::prepared::sql;
 use crate::rows::{decode, encode};
 use crate::truncate_to_micros;
 
@@ -22,6 +25,14 @@ fn tables(kind: ResourceKind) -> (&'static str, &'static str, &'static str) {
     match kind {
         ResourceKind::Cluster => ("clusters", "cluster_controller_status", "cluster_id"),
         ResourceKind::NodePool => ("nodepools", "nodepool_controller_status", "nodepool_id"),
+    }
+}
+
+/// The resource table's column holding the cluster id.
+fn cluster_column(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::Cluster => "id",
+        ResourceKind::NodePool => "cluster_id",
     }
 }
 
@@ -55,17 +66,42 @@ pub async fn lock_target(
     kind: ResourceKind,
     id: Uuid,
 ) -> Result<Option<StatusTarget>, StorageError> {
+    lock_target_on(&*conn, kind, id).await
+}
+
+/// Locks the resource row and reads its controller rows: [`lock_target`] then
+/// [`controller_rows`], pipelined (both statements sent at once, one round trip). Postgres runs
+/// them in the order sent, and in `READ COMMITTED` the second statement's snapshot is taken
+/// after the first has the lock, so the rows include every report committed before it. Call
+/// inside a transaction.
+pub async fn lock_with_rows(
+    conn: &mut AsyncPgConnection,
+    kind: ResourceKind,
+    id: Uuid,
+) -> Result<Option<(StatusTarget, Vec<ControllerStatus>)>, StorageError> {
+    let conn: &AsyncPgConnection = conn;
+    // `try_join` polls the lock first, so its statement is sent first.
+    let (target, rows) = futures_util::future::try_join(
+        lock_target_on(conn, kind, id),
+        controller_rows_on(conn, kind, id),
+    )
+    .await?;
+    Ok(target.map(|target| (target, rows)))
+}
+
+async fn lock_target_on(
+    mut conn: &AsyncPgConnection,
+    kind: ResourceKind,
+    id: Uuid,
+) -> Result<Option<StatusTarget>, StorageError> {
     let (table, _, _) = tables(kind);
-    let cluster_column = match kind {
-        ResourceKind::Cluster => "id",
-        ResourceKind::NodePool => "cluster_id",
-    };
-    let row: Option<TargetRow> = diesel::sql_query(format!(
+    let cluster_column = cluster_column(kind);
+    let row: Option<TargetRow> = sql(format!(
         "SELECT {cluster_column} AS cluster_id, generation, status, deleted_at IS NOT NULL AS deleted
            FROM {table} WHERE id = $1 FOR UPDATE"
     ))
     .bind::<SqlUuid, _>(id)
-    .get_result(conn)
+    .get_result(&mut conn)
     .await
     .map(Some)
     .or_else(|e| match e {
@@ -109,56 +145,79 @@ pub async fn controller_rows(
     kind: ResourceKind,
     id: Uuid,
 ) -> Result<Vec<ControllerStatus>, StorageError> {
+    controller_rows_on(&*conn, kind, id).await
+}
+
+async fn controller_rows_on(
+    mut conn: &AsyncPgConnection,
+    kind: ResourceKind,
+    id: Uuid,
+) -> Result<Vec<ControllerStatus>, StorageError> {
     let (_, rows_table, key) = tables(kind);
-    let rows: Vec<ControllerRow> = diesel::sql_query(format!(
+    let rows: Vec<ControllerRow> = sql(format!(
         "SELECT controller_name, observed_generation, conditions, metadata, last_error,
                 first_reported_at, last_reported_at
            FROM {rows_table} WHERE {key} = $1 ORDER BY controller_name"
     ))
     .bind::<SqlUuid, _>(id)
-    .load(conn)
+    .load(&mut conn)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(ControllerStatus {
-                controller_name: row.controller_name,
-                observed_generation: row.observed_generation,
-                conditions: decode("controller conditions", row.conditions)?,
-                metadata: decode("controller metadata", row.metadata)?,
-                last_error: row
-                    .last_error
-                    .map(|e| decode("controller last_error", e))
-                    .transpose()?,
-                first_reported_at: row.first_reported_at,
-                last_reported_at: row.last_reported_at,
-            })
-        })
-        .collect()
+    rows.into_iter().map(controller_status).collect()
 }
 
-/// Replaces this controller's row with `report`. `first_reported_at` is when the controller
-/// first reported on `report.observed_generation` (kept across reports on one generation).
-pub async fn upsert_controller(
+fn controller_status(row: ControllerRow) -> Result<ControllerStatus, StorageError> {
+    Ok(ControllerStatus {
+        controller_name: row.controller_name,
+        observed_generation: row.observed_generation,
+        conditions: decode("controller conditions", row.conditions)?,
+        metadata: decode("controller metadata", row.metadata)?,
+        last_error: row
+            .last_error
+            .map(|e| decode("controller last_error", e))
+            .transpose()?,
+        first_reported_at: row.first_reported_at,
+        last_reported_at: row.last_reported_at,
+    })
+}
+
+/// Stores an accepted report: replaces this controller's row with `report` and stores the
+/// resource's recomputed aggregate (and when it must be rechecked at the latest), in one
+/// statement. `first_reported_at` is when the controller first reported on
+/// `report.observed_generation` (kept across reports on one generation). Call in the
+/// transaction that locked the resource ([`lock_with_rows`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn save_report(
     conn: &mut AsyncPgConnection,
     kind: ResourceKind,
     id: Uuid,
     report: &ValidReport,
     first_reported_at: OffsetDateTime,
     now: OffsetDateTime,
+    status: &Status,
+    recheck_at: Option<OffsetDateTime>,
 ) -> Result<(), StorageError> {
-    let (_, rows_table, key) = tables(kind);
-    diesel::sql_query(format!(
-        "INSERT INTO {rows_table} ({key}, controller_name, observed_generation, conditions,
-                                   metadata, last_error, first_reported_at, last_reported_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT ({key}, controller_name) DO UPDATE SET
-             observed_generation = EXCLUDED.observed_generation,
-             conditions = EXCLUDED.conditions,
-             metadata = EXCLUDED.metadata,
-             last_error = EXCLUDED.last_error,
-             first_reported_at = EXCLUDED.first_reported_at,
-             last_reported_at = EXCLUDED.last_reported_at"
+    let (table, rows_table, key) = tables(kind);
+    // The controller row is written from the updated resource row, so a missing resource
+    // writes nothing (rather than failing on the foreign key).
+    let saved: Count = sql(format!(
+        "WITH target AS (
+             UPDATE {table} SET status = $1, status_recheck_at = $2 WHERE id = $3 RETURNING id
+         ), controller AS (
+             INSERT INTO {rows_table} ({key}, controller_name, observed_generation, conditions,
+                                       metadata, last_error, first_reported_at, last_reported_at)
+             SELECT id, $4, $5, $6, $7, $8, $9, $10 FROM target
+             ON CONFLICT ({key}, controller_name) DO UPDATE SET
+                 observed_generation = EXCLUDED.observed_generation,
+                 conditions = EXCLUDED.conditions,
+                 metadata = EXCLUDED.metadata,
+                 last_error = EXCLUDED.last_error,
+                 first_reported_at = EXCLUDED.first_reported_at,
+                 last_reported_at = EXCLUDED.last_reported_at
+         )
+         SELECT count(*) AS n FROM target"
     ))
+    .bind::<Jsonb, _>(encode(status))
+    .bind::<Nullable<Timestamptz>, _>(recheck_at.map(truncate_to_micros))
     .bind::<SqlUuid, _>(id)
     .bind::<Text, _>(&report.controller_name)
     .bind::<BigInt, _>(report.observed_generation)
@@ -167,9 +226,18 @@ pub async fn upsert_controller(
     .bind::<Nullable<Jsonb>, _>(report.last_error.as_ref().map(encode))
     .bind::<Timestamptz, _>(truncate_to_micros(first_reported_at))
     .bind::<Timestamptz, _>(truncate_to_micros(now))
-    .execute(conn)
+    .get_result(conn)
     .await?;
+    if saved.n == 0 {
+        return Err(StorageError::NotFound);
+    }
     Ok(())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
 }
 
 /// Stores a recomputed aggregate and when it must be rechecked at the latest, without
@@ -182,7 +250,7 @@ pub async fn store(
     recheck_at: Option<OffsetDateTime>,
 ) -> Result<(), StorageError> {
     let (table, _, _) = tables(kind);
-    let updated = diesel::sql_query(format!(
+    let updated = sql(format!(
         "UPDATE {table} SET status = $2, status_recheck_at = $3 WHERE id = $1"
     ))
     .bind::<SqlUuid, _>(id)
@@ -211,7 +279,7 @@ pub async fn due_for_recheck(
     limit: i64,
 ) -> Result<Vec<Uuid>, StorageError> {
     let (table, _, _) = tables(kind);
-    let rows: Vec<IdRow> = diesel::sql_query(format!(
+    let rows: Vec<IdRow> = sql(format!(
         "SELECT id FROM {table}
           WHERE status_recheck_at IS NOT NULL AND status_recheck_at <= $1 AND deleted_at IS NULL
           ORDER BY status_recheck_at LIMIT $2 FOR UPDATE SKIP LOCKED"

@@ -971,3 +971,87 @@ async fn outbox_order_per_cluster_is_commit_order() {
         .collect();
     assert_eq!(by_seq, *commits.lock().await);
 }
+
+fn valid_report(controller: &str) -> cls_domain::status::ValidReport {
+    cls_domain::status::ValidReport {
+        controller_name: controller.into(),
+        observed_generation: 1,
+        conditions: Vec::new(),
+        metadata: serde_json::Map::new(),
+        last_error: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_report_and_its_aggregate_are_read_back_under_the_lock() {
+    use cls_domain::resource::ResourceKind;
+    use cls_storage::status;
+
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = create_cluster(&mut conn, &alice(), "reported").await;
+    let kind = ResourceKind::Cluster;
+    let ready = conn
+        .transaction::<_, StorageError, _>(async |conn| {
+            let (target, rows) = status::lock_with_rows(conn, kind, cluster.id)
+                .await?
+                .expect("the cluster exists");
+            assert_eq!((target.cluster_id, target.generation), (cluster.id, 1));
+            assert!(rows.is_empty());
+            let mut ready = target.status.clone();
+            ready.phase = Phase::Ready;
+            for controller in ["ctl-b", "ctl-a"] {
+                let at = now();
+                status::save_report(
+                    conn,
+                    kind,
+                    cluster.id,
+                    &valid_report(controller),
+                    at,
+                    at,
+                    &ready,
+                    None,
+                )
+                .await?;
+            }
+            Ok(ready)
+        })
+        .await
+        .unwrap();
+
+    // Both controller rows (by name) and the aggregate written with them.
+    let (target, rows) = conn
+        .transaction::<_, StorageError, _>(async |conn| {
+            status::lock_with_rows(conn, kind, cluster.id).await
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(target.status, ready);
+    let names: Vec<_> = rows.iter().map(|r| r.controller_name.as_str()).collect();
+    assert_eq!(names, ["ctl-a", "ctl-b"]);
+
+    // A resource that does not exist: nothing to lock, and nothing is written for it.
+    let missing = Uuid::now_v7();
+    let found = conn
+        .transaction::<_, StorageError, _>(async |conn| {
+            status::lock_with_rows(conn, kind, missing).await
+        })
+        .await
+        .unwrap();
+    assert!(found.is_none());
+    let at = now();
+    let err = status::save_report(
+        &mut conn,
+        kind,
+        missing,
+        &valid_report("ctl-a"),
+        at,
+        at,
+        &ready,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StorageError::NotFound), "{err}");
+}

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use cls_domain::aggregate::{AggregationInput, aggregate};
+use cls_domain::aggregate::{Aggregate, AggregationInput, aggregate};
 use cls_domain::error::{ErrorCode, FieldError};
 use cls_domain::identity::Caller;
 use cls_domain::parse::{ParseError, parse_json};
 use cls_domain::resource::ResourceKind;
-use cls_domain::status::{ControllerReport, ControllerStatus, Phase, Status, validate_report};
+use cls_domain::status::{
+    ControllerReport, ControllerStatus, Phase, Status, ValidReport, validate_report,
+};
 use cls_storage::{PgPool, StorageError, status};
 use diesel_async::AsyncConnection as _;
 use time::OffsetDateTime;
@@ -188,65 +190,12 @@ impl Aggregator {
         let windows = (self.grace, self.progress_window);
         let (accepted, change) = conn
             .transaction::<_, ReportError, _>(async |conn| {
-                let Some(target) = status::lock_target(conn, kind, id).await? else {
+                let Some((target, rows)) = status::lock_with_rows(conn, kind, id).await? else {
                     return Err(ReportError::Rejected(not_found(kind)));
                 };
-                let mut rows = status::controller_rows(conn, kind, id).await?;
-                let name = report.controller_name.as_deref().map(str::trim);
-                let previous = rows
-                    .iter()
-                    .position(|r| Some(r.controller_name.as_str()) == name);
-                if let (Some(i), Some(reported)) = (previous, report.observed_generation)
-                    && reported < rows[i].observed_generation
-                {
-                    return Err(ReportError::Rejected(Rejected::new(
-                        ErrorCode::StaleStatusReport,
-                        format!(
-                            "this controller already reported on generation {}; a report on generation {reported} is stale",
-                            rows[i].observed_generation
-                        ),
-                    )));
-                }
-                let valid = validate_report(
-                    report.clone(),
-                    target.generation,
-                    previous.map(|i| &rows[i]),
-                    now,
-                )
-                .map_err(|errors| {
-                    ReportError::Rejected(Rejected {
-                        code: ErrorCode::ValidationFailed,
-                        message: "the status report is invalid".into(),
-                        errors,
-                    })
-                })?;
-                let first_reported_at = previous
-                    .map(|i| &rows[i])
-                    .filter(|r| r.observed_generation == valid.observed_generation)
-                    .map_or(now, |r| r.first_reported_at);
-                status::upsert_controller(conn, kind, id, &valid, first_reported_at, now).await?;
-                let row = ControllerStatus {
-                    controller_name: valid.controller_name.clone(),
-                    observed_generation: valid.observed_generation,
-                    conditions: valid.conditions.clone(),
-                    metadata: valid.metadata.clone(),
-                    last_error: valid.last_error.clone(),
-                    first_reported_at: cls_storage::truncate_to_micros(first_reported_at),
-                    last_reported_at: cls_storage::truncate_to_micros(now),
-                };
-                match previous {
-                    Some(i) => rows[i] = row,
-                    None => rows.push(row),
-                }
-                let change = recompute(conn, &target, &rows, now, windows).await?;
-                Ok((
-                    Accepted {
-                        cluster_id: target.cluster_id,
-                        controller_name: valid.controller_name,
-                        observed_generation: valid.observed_generation,
-                    },
-                    change,
-                ))
+                let decision = decide(&report, &target, rows, now, windows)?;
+                decision.save(conn, &target, now).await?;
+                Ok(decision.outcome(&target))
             })
             .await?;
         if let Some(phase) = change {
@@ -309,10 +258,10 @@ impl Aggregator {
                 .transaction::<_, StorageError, _>(async |conn| {
                     let mut changes = Vec::new();
                     for id in status::due_for_recheck(conn, kind, now, batch).await? {
-                        let Some(target) = status::lock_target(conn, kind, id).await? else {
+                        let Some((target, rows)) = status::lock_with_rows(conn, kind, id).await?
+                        else {
                             continue;
                         };
-                        let rows = status::controller_rows(conn, kind, id).await?;
                         let change = recompute(conn, &target, &rows, now, windows).await?;
                         changes.push((id, target.cluster_id, change));
                     }
@@ -331,15 +280,118 @@ impl Aggregator {
     }
 }
 
-/// Recomputes and stores the aggregate; returns the new phase if it changed.
-async fn recompute(
-    conn: &mut cls_storage::AsyncPgConnection,
+/// What an accepted report stores, decided from the resource and its controller rows.
+struct Decision {
+    valid: ValidReport,
+    first_reported_at: OffsetDateTime,
+    result: Aggregate,
+}
+
+/// Checks `report` against the resource and its rows (stale, invalid) and recomputes the
+/// aggregate with the report's row in place of the controller's previous one.
+fn decide(
+    report: &ControllerReport,
+    target: &status::StatusTarget,
+    mut rows: Vec<ControllerStatus>,
+    now: OffsetDateTime,
+    windows: (time::Duration, time::Duration),
+) -> Result<Decision, ReportError> {
+    let name = report.controller_name.as_deref().map(str::trim);
+    let previous = rows
+        .iter()
+        .position(|r| Some(r.controller_name.as_str()) == name);
+    if let (Some(i), Some(reported)) = (previous, report.observed_generation)
+        && reported < rows[i].observed_generation
+    {
+        return Err(ReportError::Rejected(Rejected::new(
+            ErrorCode::StaleStatusReport,
+            format!(
+                "this controller already reported on generation {}; a report on generation {reported} is stale",
+                rows[i].observed_generation
+            ),
+        )));
+    }
+    let valid = validate_report(
+        report.clone(),
+        target.generation,
+        previous.map(|i| &rows[i]),
+        now,
+    )
+    .map_err(|errors| {
+        ReportError::Rejected(Rejected {
+            code: ErrorCode::ValidationFailed,
+            message: "the status report is invalid".into(),
+            errors,
+        })
+    })?;
+    let first_reported_at = previous
+        .map(|i| &rows[i])
+        .filter(|r| r.observed_generation == valid.observed_generation)
+        .map_or(now, |r| r.first_reported_at);
+    let row = ControllerStatus {
+        controller_name: valid.controller_name.clone(),
+        observed_generation: valid.observed_generation,
+        conditions: valid.conditions.clone(),
+        metadata: valid.metadata.clone(),
+        last_error: valid.last_error.clone(),
+        first_reported_at: cls_storage::truncate_to_micros(first_reported_at),
+        last_reported_at: cls_storage::truncate_to_micros(now),
+    };
+    match previous {
+        Some(i) => rows[i] = row,
+        None => rows.push(row),
+    }
+    let result = aggregate_now(target, &rows, now, windows);
+    Ok(Decision {
+        valid,
+        first_reported_at,
+        result,
+    })
+}
+
+impl Decision {
+    /// Stores the report and the aggregate (in the transaction holding the resource's lock).
+    async fn save(
+        &self,
+        conn: &mut cls_storage::AsyncPgConnection,
+        target: &status::StatusTarget,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        status::save_report(
+            conn,
+            target.kind,
+            target.id,
+            &self.valid,
+            self.first_reported_at,
+            now,
+            &self.result.status,
+            self.result.recheck_at,
+        )
+        .await
+    }
+
+    /// The caller's answer and the phase change, once stored.
+    fn outcome(self, target: &status::StatusTarget) -> (Accepted, Option<Phase>) {
+        let change = phase_change(target, &self.result);
+        (
+            Accepted {
+                cluster_id: target.cluster_id,
+                controller_name: self.valid.controller_name,
+                observed_generation: self.valid.observed_generation,
+            },
+            change,
+        )
+    }
+}
+
+/// The aggregate of `rows` for `target` at `now` (the pure domain function).
+fn aggregate_now(
     target: &status::StatusTarget,
     rows: &[ControllerStatus],
     now: OffsetDateTime,
     (grace, progress_window): (time::Duration, time::Duration),
-) -> Result<Option<Phase>, StorageError> {
-    let result = aggregate(&AggregationInput {
+) -> Aggregate {
+    aggregate(&AggregationInput {
         kind: target.kind,
         generation: target.generation,
         controllers: rows,
@@ -347,7 +399,23 @@ async fn recompute(
         now,
         grace,
         progress_window,
-    });
+    })
+}
+
+/// The new phase, if the aggregate changed it.
+fn phase_change(target: &status::StatusTarget, result: &Aggregate) -> Option<Phase> {
+    (result.status.phase != target.status.phase).then_some(result.status.phase)
+}
+
+/// Recomputes and stores the aggregate; returns the new phase if it changed.
+async fn recompute(
+    conn: &mut cls_storage::AsyncPgConnection,
+    target: &status::StatusTarget,
+    rows: &[ControllerStatus],
+    now: OffsetDateTime,
+    windows: (time::Duration, time::Duration),
+) -> Result<Option<Phase>, StorageError> {
+    let result = aggregate_now(target, rows, now, windows);
     status::store(
         conn,
         target.kind,
@@ -356,5 +424,5 @@ async fn recompute(
         result.recheck_at,
     )
     .await?;
-    Ok((result.status.phase != target.status.phase).then_some(result.status.phase))
+    Ok(phase_change(target, &result))
 }
