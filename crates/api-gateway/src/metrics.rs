@@ -8,6 +8,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     errors: IntCounterVec,
+    status_reports: IntCounterVec,
     pub db_connections: IntGauge,
     pub db_idle_connections: IntGauge,
 }
@@ -43,6 +44,18 @@ impl Metrics {
             &["method", "route", "code"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        // The same series as the status-aggregator's, for the reports the gateway refuses
+        // itself (a caller that is not a controller), so `sum by (result)` over both services
+        // counts every report.
+        let status_reports = IntCounterVec::new(
+            Opts::new(
+                "status_reports_total",
+                "controller status reports by result",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        status_reports.with_label_values(&["forbidden"]);
         let db_connections = IntGauge::new(
             "db_pool_connections",
             "open database connections in the pool",
@@ -57,6 +70,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(errors.clone()),
+            Box::new(status_reports.clone()),
             Box::new(db_connections.clone()),
             Box::new(db_idle_connections.clone()),
         ] {
@@ -69,6 +83,7 @@ impl Metrics {
             requests,
             duration,
             errors,
+            status_reports,
             db_connections,
             db_idle_connections,
         }
@@ -92,6 +107,11 @@ impl Metrics {
         if let Some(code) = error_code {
             self.errors.with_label_values(&[method, route, code]).inc();
         }
+    }
+
+    /// A status report refused because the caller is not a controller.
+    pub fn status_report_forbidden(&self) {
+        self.status_reports.with_label_values(&["forbidden"]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

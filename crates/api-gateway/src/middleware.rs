@@ -34,7 +34,8 @@ pub async fn edge(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    // The route template, from the app's resource map (known before routing).
+    // The route template, from the app's resource map (known before routing). Matched once:
+    // each match runs the router's patterns again.
     let route = req.match_pattern();
     // OpenTelemetry semantic conventions; no bodies, headers or query strings.
     let span = tracing::info_span!(
@@ -86,9 +87,13 @@ pub async fn edge(
             let status = err.as_response_error().status_code().as_u16();
             let code = err.as_error::<ApiError>().map(|e| e.code.as_str());
             if let Some(state) = &state {
-                state
-                    .metrics
-                    .observe(&method, "unknown", status, code, elapsed.as_secs_f64());
+                state.metrics.observe(
+                    &method,
+                    route.as_deref().unwrap_or("unmatched"),
+                    status,
+                    code,
+                    elapsed.as_secs_f64(),
+                );
             }
             span.record("http.response.status_code", status);
             if status >= 500 {
@@ -112,10 +117,7 @@ pub async fn edge(
             .insert(HeaderName::from_static(request_id::HEADER), value);
     }
     let status = response.status().as_u16();
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = route.as_deref().unwrap_or("unmatched");
     let error_code = response
         .response()
         .error()
@@ -129,7 +131,7 @@ pub async fn edge(
     if let Some(state) = &state {
         state
             .metrics
-            .observe(&method, &route, status, error_code, elapsed.as_secs_f64());
+            .observe(&method, route, status, error_code, elapsed.as_secs_f64());
     }
     span.record("http.response.status_code", status);
     if status >= 500 {

@@ -361,6 +361,20 @@ async fn bad_reports_are_refused_with_clear_errors_and_change_nothing() {
         (status, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("FORBIDDEN"))
     );
+    // Counted with the aggregator's report results (the gateway refuses it alone).
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"status_reports_total{result="forbidden"} 1"#),
+        "{metrics}"
+    );
     // A generation the cluster does not have yet.
     let (status, body) = put_report(&app, &path, &report("ctl-a", 5, true, false)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

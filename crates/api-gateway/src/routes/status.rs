@@ -111,6 +111,7 @@ async fn report(
 ) -> Result<(Uuid, pb::Accepted), ApiError> {
     let id = path_id(id)?;
     if !caller.0.is_controller() {
+        state.metrics.status_report_forbidden();
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "only controllers may report status",
