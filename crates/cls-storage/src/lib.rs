@@ -2,9 +2,10 @@
 //! migrations and every query.
 //!
 //! Boundary: repository functions take a connection (`&mut AsyncPgConnection`), never a pool,
-//! so the caller decides the transaction scope; a function that needs several statements
-//! opens its own (nested: a savepoint) transaction. Rows are mapped to `cls-domain` types at
-//! this edge; no diesel type escapes except the connection and pool.
+//! so the caller decides the transaction scope; a function that needs several statements runs
+//! them in the caller's transaction, or in one of its own when the caller has none. Rows are
+//! mapped to `cls-domain` types at this edge; no diesel type escapes except the connection and
+//! pool.
 
 /// Runs a block atomically: directly inside the caller's transaction when there is one (a
 /// savepoint would cost two extra round trips), else in a transaction of its own.
@@ -97,7 +98,7 @@ pub(crate) fn in_transaction(conn: &mut AsyncPgConnection) -> bool {
 /// A cheap readiness probe: can the database answer at all?
 pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), StorageError> {
     use diesel_async::RunQueryDsl as _;
-    diesel::sql_query("SELECT 1").execute(conn).await?;
+    prepared::sql("SELECT 1").execute(conn).await?;
     Ok(())
 }
 
