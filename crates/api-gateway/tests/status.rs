@@ -268,12 +268,7 @@ async fn time_alone_moves_provisioning_to_showing_progress_to_failed() {
         );
     }
     let admin = app.aggregator.as_ref().unwrap().admin_addr;
-    let scrape = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = scrape(&format!("http://{admin}")).await;
     assert!(
         scrape.contains(r#"status_phase_transitions_total{phase="Failed"} 2"#),
         "{scrape}"
@@ -362,15 +357,7 @@ async fn bad_reports_are_refused_with_clear_errors_and_change_nothing() {
         (StatusCode::FORBIDDEN, Some("FORBIDDEN"))
     );
     // Counted with the aggregator's report results (the gateway refuses it alone).
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.gateway_metrics().await;
     assert!(
         metrics.contains(r#"status_reports_total{result="forbidden"} 1"#),
         "{metrics}"

@@ -73,15 +73,7 @@ async fn metrics_have_per_route_series_with_bounded_labels() {
     app.get(&format!("/api/v1/clusters/{}", uuid::Uuid::new_v4()), ALICE)
         .await;
     app.get("/api/v1/no-such-thing/123", ALICE).await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.gateway_metrics().await;
     for series in [
         r#"http_requests_total{method="POST",route="/api/v1/clusters",status="201"} 1"#,
         r#"http_requests_total{method="GET",route="/api/v1/clusters/{id}",status="200"} 1"#,

@@ -100,6 +100,11 @@ impl TestApp {
         }
     }
 
+    /// The gateway's `/metrics` (admin port) as text.
+    pub async fn gateway_metrics(&self) -> String {
+        scrape(&self.admin).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -338,4 +343,14 @@ pub fn cli_nodepool(cluster_id: &str, name: &str, replicas: i64) -> Value {
             "nodeDrainTimeout": null
         }
     })
+}
+
+/// The Prometheus text at `{base}/metrics`.
+pub async fn scrape(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
