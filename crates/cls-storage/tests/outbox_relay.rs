@@ -246,9 +246,8 @@ async fn commits_notify_the_shards_they_wrote_to() {
     outbox::listen(&mut listener).await.unwrap();
     let mut conn = db.conn().await;
     let (a, b) = two_clusters();
-    outbox::insert(&mut conn, &[event(a, 1), event(b, 1), event(a, 2)])
-        .await
-        .unwrap();
+    let first = [event(a, 1), event(b, 1), event(a, 2)];
+    outbox::insert(&mut conn, &first).await.unwrap();
     let mut stream = std::pin::pin!(listener.notifications_stream());
     let note = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
         .await
@@ -261,4 +260,16 @@ async fn commits_notify_the_shards_they_wrote_to() {
     let mut expected = vec![outbox_shard(a), outbox_shard(b)];
     expected.sort_unstable();
     assert_eq!(shards, expected);
+
+    // A statement that inserts nothing (every event already there) notifies nobody: the next
+    // notification is the next insert's, naming only its shard.
+    outbox::insert(&mut conn, &first).await.unwrap();
+    outbox::insert(&mut conn, &[event(b, 2)]).await.unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .expect("a notification within 5 s")
+        .unwrap()
+        .unwrap();
+    let shards: Vec<i16> = outbox::notified_shards(&note.payload).collect();
+    assert_eq!(shards, vec![outbox_shard(b)]);
 }
