@@ -753,10 +753,15 @@ pub(crate) fn target_dir() -> PathBuf {
         .map_or_else(|| super::project_root().join("target"), PathBuf::from)
 }
 
+/// The commit measured, marked `-dirty` when the tree had uncommitted changes.
 fn git_sha(sh: &Shell) -> String {
-    cmd!(sh, "git rev-parse --short=12 HEAD")
+    let sha = cmd!(sh, "git rev-parse --short=12 HEAD")
         .read()
-        .unwrap_or_else(|_| "unknown".to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let dirty = cmd!(sh, "git status --porcelain --untracked-files=no")
+        .read()
+        .is_ok_and(|status| !status.trim().is_empty());
+    if dirty { format!("{sha}-dirty") } else { sha }
 }
 
 fn now_rfc3339() -> String {
