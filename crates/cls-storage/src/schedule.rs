@@ -14,6 +14,7 @@ use cls_domain::event::ResourceRef;
 use cls_domain::reconcile::{ReconcileFacts, ReconcileReason};
 use cls_domain::resource::ResourceKind;
 use cls_domain::status::Phase;
+use diesel::OptionalExtension as _;
 use diesel::sql_types::{
     Array, BigInt, Bool, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
@@ -305,11 +306,7 @@ pub async fn trigger(
     .bind::<Double, _>(max_wait.as_seconds_f64())
     .get_result(conn)
     .await
-    .map(Some)
-    .or_else(|e| match e {
-        diesel::result::Error::NotFound => Ok(None),
-        e => Err(e),
-    })?;
+    .optional()?;
     Ok(due.map(|d| d.next_due_at))
 }
 

@@ -9,6 +9,7 @@
 
 use cls_domain::resource::ResourceKind;
 use cls_domain::status::{ControllerStatus, Status, ValidReport};
+use diesel::OptionalExtension as _;
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
@@ -103,11 +104,7 @@ async fn lock_target_on(
     .bind::<SqlUuid, _>(id)
     .get_result(&mut conn)
     .await
-    .map(Some)
-    .or_else(|e| match e {
-        diesel::result::Error::NotFound => Ok(None),
-        e => Err(e),
-    })?;
+    .optional()?;
     row.map(|row| {
         Ok(StatusTarget {
             kind,
