@@ -177,17 +177,7 @@ fn run_benchmarks(
             .context("starting status-aggregator")?,
     );
     let mut gateway = Gateway(
-        Command::new(release.join("api-gateway"))
-            .env(
-                "STATUS_AGGREGATOR_URL",
-                format!("http://127.0.0.1:{grpc_port}"),
-            )
-            .env("DATABASE_URL", database_url)
-            .env("DATABASE_MAX_CONNECTIONS", "32")
-            .env("PORT", api_port.to_string())
-            .env("METRICS_PORT", admin_port.to_string())
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
+        gateway_command(release, database_url, grpc_port, api_port, admin_port)
             .spawn()
             .context("starting api-gateway")?,
     );
@@ -454,23 +444,19 @@ fn tracing_cost(
     let mut sink = Gateway(sink);
     let api_port = cls_test_support::free_port()?;
     let mut traced = Gateway(
-        Command::new(release.join("api-gateway"))
-            .env(
-                "STATUS_AGGREGATOR_URL",
-                format!("http://127.0.0.1:{grpc_port}"),
-            )
-            .env("DATABASE_URL", database_url)
-            .env("DATABASE_MAX_CONNECTIONS", "32")
-            .env("PORT", api_port.to_string())
-            .env("METRICS_PORT", cls_test_support::free_port()?.to_string())
-            .env("LOG_LEVEL", "warn")
-            .env(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                format!("http://127.0.0.1:{sink_port}"),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting the traced api-gateway")?,
+        gateway_command(
+            release,
+            database_url,
+            grpc_port,
+            api_port,
+            cls_test_support::free_port()?,
+        )
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{sink_port}"),
+        )
+        .spawn()
+        .context("starting the traced api-gateway")?,
     );
     wait_ready(&format!("127.0.0.1:{api_port}"))?;
     let path = untraced_url
@@ -529,6 +515,29 @@ fn cluster_ids(base: &str, n: usize) -> anyhow::Result<Vec<String>> {
     }
     ids.truncate(n);
     Ok(ids)
+}
+
+/// The release `api-gateway` as every gateway benchmark runs it.
+fn gateway_command(
+    release: &Path,
+    database_url: &str,
+    grpc_port: u16,
+    api_port: u16,
+    admin_port: u16,
+) -> Command {
+    let mut command = Command::new(release.join("api-gateway"));
+    command
+        .env(
+            "STATUS_AGGREGATOR_URL",
+            format!("http://127.0.0.1:{grpc_port}"),
+        )
+        .env("DATABASE_URL", database_url)
+        .env("DATABASE_MAX_CONNECTIONS", "32")
+        .env("PORT", api_port.to_string())
+        .env("METRICS_PORT", admin_port.to_string())
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::null());
+    command
 }
 
 /// A wrk script: each request is one controller (of 16) reporting on a random cluster.
