@@ -37,6 +37,7 @@ pub async fn edge(
     // The route template, from the app's resource map (known before routing). Matched once:
     // each match runs the router's patterns again.
     let route = req.match_pattern();
+    let route_label = route.as_deref().unwrap_or("unmatched");
     // OpenTelemetry semantic conventions; no bodies, headers or query strings.
     let span = tracing::info_span!(
         "HTTP request",
@@ -47,7 +48,7 @@ pub async fn edge(
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = %method,
-        http.route = route.as_deref().unwrap_or("unmatched"),
+        http.route = route_label,
         http.response.status_code = Empty,
         url.path = %req.path(),
         request_id = %id,
@@ -87,13 +88,9 @@ pub async fn edge(
             let status = err.as_response_error().status_code().as_u16();
             let code = err.as_error::<ApiError>().map(|e| e.code.as_str());
             if let Some(state) = &state {
-                state.metrics.observe(
-                    &method,
-                    route.as_deref().unwrap_or("unmatched"),
-                    status,
-                    code,
-                    elapsed.as_secs_f64(),
-                );
+                state
+                    .metrics
+                    .observe(&method, route_label, status, code, elapsed.as_secs_f64());
             }
             span.record("http.response.status_code", status);
             if status >= 500 {
@@ -117,7 +114,6 @@ pub async fn edge(
             .insert(HeaderName::from_static(request_id::HEADER), value);
     }
     let status = response.status().as_u16();
-    let route = route.as_deref().unwrap_or("unmatched");
     let error_code = response
         .response()
         .error()
@@ -129,9 +125,13 @@ pub async fn edge(
         .get::<crate::auth::CallerTag>()
         .map(|c| c.0.clone());
     if let Some(state) = &state {
-        state
-            .metrics
-            .observe(&method, route, status, error_code, elapsed.as_secs_f64());
+        state.metrics.observe(
+            &method,
+            route_label,
+            status,
+            error_code,
+            elapsed.as_secs_f64(),
+        );
     }
     span.record("http.response.status_code", status);
     if status >= 500 {
@@ -140,12 +140,12 @@ pub async fn edge(
     tracing::info!(
         request_id = %id,
         http.request.method = %method,
-        http.route = %route,
+        http.route = %route_label,
         http.response.status_code = status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         caller = caller.as_deref().unwrap_or("-"),
         error.code = error_code.unwrap_or(""),
-        "{method} {route} {status}"
+        "{method} {route_label} {status}"
     );
     Ok(response)
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::error::StorageError;
 use crate::prepared::sql;
+use crate::rows::Count;
 use crate::schema::outbox;
 
 /// The advisory lock class that serialises outbox writers per cluster ("CLSO").
@@ -339,12 +340,6 @@ pub async fn join_relay(conn: &mut AsyncPgConnection) -> Result<(), StorageError
         .execute(conn)
         .await?;
     Ok(())
-}
-
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
 }
 
 /// How many publisher replicas are connected to this database now (sessions that called

@@ -10,6 +10,13 @@ use uuid::Uuid;
 use crate::error::StorageError;
 use crate::schema::{clusters, nodepools};
 
+/// A statement's single `count(*) AS n`.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) n: i64,
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(
     what: &'static str,
     value: Value,

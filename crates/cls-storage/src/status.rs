@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::error::StorageError;
 use crate::prepared::sql;
-use crate::rows::{decode, encode};
+use crate::rows::{Count, decode, encode};
 use crate::truncate_to_micros;
 
 /// The resource and controller-row tables of a kind (constants: never caller input).
@@ -60,16 +60,6 @@ struct TargetRow {
     deleted: bool,
 }
 
-/// Locks the resource row (`FOR UPDATE`) and returns it, deleted or not (controllers may
-/// still report on a deleted resource). Call inside a transaction.
-pub async fn lock_target(
-    conn: &mut AsyncPgConnection,
-    kind: ResourceKind,
-    id: Uuid,
-) -> Result<Option<StatusTarget>, StorageError> {
-    lock_target_on(&*conn, kind, id).await
-}
-
 /// Locks the resource row and reads its controller rows: [`lock_target`] then
 /// [`controller_rows`], pipelined (both statements sent at once, one round trip). Postgres runs
 /// them in the order sent, and in `READ COMMITTED` the second statement's snapshot is taken
@@ -83,14 +73,16 @@ pub async fn lock_with_rows(
     let conn: &AsyncPgConnection = conn;
     // `try_join` polls the lock first, so its statement is sent first.
     let (target, rows) = futures_util::future::try_join(
-        lock_target_on(conn, kind, id),
+        lock_target(conn, kind, id),
         controller_rows_on(conn, kind, id),
     )
     .await?;
     Ok(target.map(|target| (target, rows)))
 }
 
-async fn lock_target_on(
+/// Locks the resource row (`FOR UPDATE`) and returns it, deleted or not (controllers may
+/// still report on a deleted resource). Call inside a transaction.
+async fn lock_target(
     mut conn: &AsyncPgConnection,
     kind: ResourceKind,
     id: Uuid,
@@ -229,12 +221,6 @@ pub async fn save_report(
         return Err(StorageError::NotFound);
     }
     Ok(())
-}
-
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 /// Stores a recomputed aggregate and when it must be rechecked at the latest, without
