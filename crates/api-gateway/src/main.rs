@@ -6,6 +6,12 @@ use std::sync::Arc;
 
 use api_gateway::{AppState, Config};
 
+/// mimalloc for every CLS binary: a request allocates and frees many small, short-lived buffers
+/// (JSON, headers, rows, spans); glibc's malloc was about a sixth of the gateway's CPU on a GET,
+/// and mimalloc served the same GETs about 10 % faster.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     cls_service::main(

@@ -34,6 +34,10 @@ use gcloud_sdk::google::pubsub::v1::{
 use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
 use uuid::Uuid;
 
+/// The deployed binaries' allocator, so the in-process services run as they do in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BACKLOG: usize = 50_000;
 const CLUSTERS: usize = 64;
 const RATE: u64 = 500;

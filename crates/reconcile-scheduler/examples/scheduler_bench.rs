@@ -32,6 +32,10 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+/// The deployed binaries' allocator, so the in-process services run as they do in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RESOURCES: usize = 10_000;
 const BATCH: usize = 500;
 /// `RECONCILE_WORKERS`' default: claim loops per replica.

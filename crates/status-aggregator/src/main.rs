@@ -4,6 +4,10 @@ use std::process::ExitCode;
 
 use status_aggregator::Config;
 
+/// The same allocator as every CLS binary (see `api-gateway`'s `main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     cls_service::main(
