@@ -19,6 +19,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -78,7 +79,21 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
     let quiet = "h2=warn,hyper=warn,hyper_util=warn,tower=warn,actix_server=warn,opentelemetry=warn,opentelemetry_sdk=warn,tonic=warn";
     let log_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{},{quiet}", settings.level)));
-    let span_filter = EnvFilter::new(format!("info,{quiet}"));
+    // Events become span events only at WARN and above: the access log line repeats what the
+    // server span already carries (route, status), and exporting it per request would double
+    // what every span costs to build, send and store.
+    // A static `Targets` filter, not an `EnvFilter`: it keeps no per-span state, so entering
+    // and leaving a span costs it nothing.
+    let span_targets: tracing_subscriber::filter::Targets = format!("info,{quiet}").parse()?;
+    // The hint matters: without one the combination has none, the process's maximum level
+    // becomes TRACE, and every `log` record of every library (tokio-postgres formats each
+    // query's parameters at DEBUG) is built and dispatched only to be filtered out.
+    let span_filter = span_targets.and(
+        tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span() || *meta.level() <= tracing::Level::WARN
+        })
+        .with_max_level_hint(tracing::level_filters::LevelFilter::INFO),
+    );
     let (otel, provider) = match settings.otlp_endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -101,13 +116,17 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
             opentelemetry::global::set_tracer_provider(provider.clone());
             (
                 Some(
-                    // No per-poll busy/idle timing, thread or source-location attributes:
-                    // they cost on every span and the conventions do not ask for them.
+                    // No per-poll busy/idle timing, thread, target or source-location
+                    // attributes: they cost on every span and the conventions do not ask for
+                    // them. No OpenTelemetry context attached on every poll either: parents
+                    // and propagation follow the `tracing` span tree (`traceparent`, below).
                     tracing_opentelemetry::layer()
                         .with_tracer(tracer)
                         .with_tracked_inactivity(false)
                         .with_threads(false)
                         .with_location(false)
+                        .with_target(false)
+                        .with_context_activation(false)
                         .with_filter(span_filter),
                 ),
                 Some(provider),

@@ -32,6 +32,8 @@ struct Span {
     parent: String,
     kind: i32,
     attributes: HashMap<String, String>,
+    /// The names of its span events (`tracing` events exported with it).
+    events: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -80,6 +82,7 @@ impl TraceService for Collector {
                             .iter()
                             .map(|a| (a.key.clone(), text(a.value.as_ref())))
                             .collect(),
+                        events: span.events.into_iter().map(|e| e.name).collect(),
                     });
                 }
             }
@@ -199,6 +202,8 @@ async fn one_trace_from_rest_through_grpc_and_the_outbox_to_pubsub() {
     assert_eq!(http.attributes["http.request.method"], "POST");
     assert_eq!(http.attributes["http.response.status_code"], "201");
     assert_eq!(http.service, "cls-test");
+    // The access log line is an INFO event: logged, not exported with the span it repeats.
+    assert!(http.events.is_empty(), "{:?}", http.events);
 
     // Postgres work inside it.
     let insert = find(&|s| s.name == "INSERT outbox");
@@ -327,6 +332,42 @@ async fn one_trace_from_rest_through_grpc_and_the_outbox_to_pubsub() {
         .unwrap();
     assert_eq!(call.parent, request.span_id);
     assert_eq!(request.parent, "b7ad6b7169203331");
+
+    // A warning inside a request is exported with its span: the aggregator is gone, the report
+    // fails with 503, and the gateway's span carries why.
+    const FAILED_TRACE: &str = "5c3f6e0e2b1a4d9c8e7f6a5b4c3d2e1f";
+    stack.aggregator.shutdown().await;
+    let report = stack
+        .client
+        .put(format!("{}/api/v1/clusters/{id}/status", stack.api))
+        .header("X-User-Email", CONTROLLER)
+        .header("traceparent", format!("00-{FAILED_TRACE}-b7ad6b7169203331-01"))
+        .json(&json!({"controller_name": "ctl-a", "observed_generation": 1,
+            "conditions": [{"type": "Available", "status": "True", "reason": "Done", "message": "ok"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), 503);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let found = collector
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.trace_id == FAILED_TRACE && s.kind == SERVER)
+            .cloned();
+        if let Some(span) = found {
+            break span;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed report's span never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(failed.attributes["http.response.status_code"], "503");
+    assert_eq!(failed.events, ["status-aggregator call failed"]);
 
     scheduler.shutdown().await;
     telemetry.shutdown().await;
