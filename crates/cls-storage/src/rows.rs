@@ -24,6 +24,32 @@ pub(crate) fn decode<T: DeserializeOwned>(
     serde_json::from_value(value).map_err(|source| StorageError::Corrupt { what, source })
 }
 
+/// A `jsonb` column's JSON text, undecoded: read into its domain type directly
+/// ([`JsonText::decode`]) instead of through a `serde_json::Value` tree, whose maps and
+/// strings were most of the CPU of a list (measured: the gateway spent about 1 ms per page of
+/// 100 clusters).
+#[derive(Debug, diesel::deserialize::FromSqlRow)]
+pub(crate) struct JsonText(Vec<u8>);
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Jsonb, diesel::pg::Pg> for JsonText {
+    fn from_sql(value: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        // jsonb's binary format: a version byte (1), then the JSON text.
+        match value.as_bytes() {
+            [1, text @ ..] => Ok(JsonText(text.to_vec())),
+            _ => Err("unsupported jsonb encoding version".into()),
+        }
+    }
+}
+
+impl JsonText {
+    pub(crate) fn decode<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+    ) -> Result<T, StorageError> {
+        serde_json::from_slice(&self.0).map_err(|source| StorageError::Corrupt { what, source })
+    }
+}
+
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Value {
     // Domain types serialise to JSON infallibly (string keys, no non-finite floats).
     serde_json::to_value(value).unwrap_or(Value::Null)
@@ -36,12 +62,12 @@ pub(crate) struct ClusterRow {
     pub(crate) name: String,
     pub(crate) description: Option<String>,
     pub(crate) target_project_id: Option<String>,
-    pub(crate) labels: Value,
+    pub(crate) labels: JsonText,
     pub(crate) created_by: String,
     pub(crate) generation: i64,
     pub(crate) resource_version: i64,
-    pub(crate) spec: Value,
-    pub(crate) status: Value,
+    pub(crate) spec: JsonText,
+    pub(crate) status: JsonText,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) updated_at: OffsetDateTime,
     pub(crate) deleted_at: Option<OffsetDateTime>,
@@ -54,12 +80,12 @@ impl ClusterRow {
             name: self.name,
             description: self.description,
             target_project_id: self.target_project_id,
-            labels: decode("cluster labels", self.labels)?,
+            labels: self.labels.decode("cluster labels")?,
             created_by: self.created_by,
             generation: self.generation,
             resource_version: self.resource_version.to_string(),
-            spec: decode("cluster spec", self.spec)?,
-            status: decode("cluster status", self.status)?,
+            spec: self.spec.decode("cluster spec")?,
+            status: self.status.decode("cluster status")?,
             created_at: self.created_at,
             updated_at: self.updated_at,
             deleted_at: self.deleted_at,
@@ -73,12 +99,12 @@ pub(crate) struct NodePoolRow {
     pub(crate) id: Uuid,
     pub(crate) cluster_id: Uuid,
     pub(crate) name: String,
-    pub(crate) labels: Value,
+    pub(crate) labels: JsonText,
     pub(crate) created_by: String,
     pub(crate) generation: i64,
     pub(crate) resource_version: i64,
-    pub(crate) spec: Value,
-    pub(crate) status: Value,
+    pub(crate) spec: JsonText,
+    pub(crate) status: JsonText,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) updated_at: OffsetDateTime,
     pub(crate) deleted_at: Option<OffsetDateTime>,
@@ -90,12 +116,12 @@ impl NodePoolRow {
             id: self.id,
             cluster_id: self.cluster_id,
             name: self.name,
-            labels: decode("nodepool labels", self.labels)?,
+            labels: self.labels.decode("nodepool labels")?,
             created_by: self.created_by,
             generation: self.generation,
             resource_version: self.resource_version.to_string(),
-            spec: decode("nodepool spec", self.spec)?,
-            status: decode("nodepool status", self.status)?,
+            spec: self.spec.decode("nodepool spec")?,
+            status: self.status.decode("nodepool status")?,
             created_at: self.created_at,
             updated_at: self.updated_at,
             deleted_at: self.deleted_at,

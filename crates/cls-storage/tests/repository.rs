@@ -194,6 +194,40 @@ async fn cluster_round_trips_every_field() {
     );
 }
 
+/// Rows are decoded straight from `jsonb` text into domain types: a stored document that does
+/// not fit its type is reported as corrupt, naming the column, never half-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_whose_json_does_not_fit_its_type_is_reported_corrupt() {
+    use diesel_async::RunQueryDsl as _;
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = create_cluster(&mut conn, &alice(), "c1").await;
+    for (column, document, what) in [
+        ("status", r#"{"phase": 42}"#, "cluster status"),
+        ("labels", r#"["not", "a", "map"]"#, "cluster labels"),
+    ] {
+        let fresh = create_cluster(&mut conn, &alice(), &format!("c-{column}")).await;
+        diesel::sql_query(format!(
+            "UPDATE clusters SET {column} = '{document}'::jsonb WHERE id = $1"
+        ))
+        .bind::<diesel::sql_types::Uuid, _>(fresh.id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        match clusters::get(&mut conn, &alice(), fresh.id).await {
+            Err(StorageError::Corrupt { what: got, .. }) => assert_eq!(got, what),
+            other => panic!("{column}: expected Corrupt, got {other:?}"),
+        }
+    }
+    // Other rows still read.
+    assert_eq!(
+        clusters::get(&mut conn, &alice(), cluster.id)
+            .await
+            .unwrap(),
+        Some(cluster)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodepool_round_trips_every_field() {
     let db = TestDb::new().await;
