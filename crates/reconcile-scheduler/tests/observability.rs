@@ -93,6 +93,21 @@ impl TraceService for Collector {
     }
 }
 
+/// A controller's status report on cluster `id`, sent in trace `trace_id`; its HTTP status.
+async fn report_status(client: &reqwest::Client, api: &str, id: &str, trace_id: &str) -> u16 {
+    client
+        .put(format!("{api}/api/v1/clusters/{id}/status"))
+        .header("X-User-Email", CONTROLLER)
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .json(&json!({"controller_name": "ctl-a", "observed_generation": 1,
+            "conditions": [{"type": "Available", "status": "True", "reason": "Done", "message": "ok"}]}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// OTLP span kinds.
@@ -267,17 +282,8 @@ async fn one_trace_from_rest_through_grpc_and_the_outbox_to_pubsub() {
     }
     // gateway → aggregator: a controller's status report in a trace of its own.
     const REPORT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
-    let report = stack
-        .client
-        .put(format!("{}/api/v1/clusters/{id}/status", stack.api))
-        .header("X-User-Email", CONTROLLER)
-        .header("traceparent", format!("00-{REPORT_TRACE}-b7ad6b7169203331-01"))
-        .json(&json!({"controller_name": "ctl-a", "observed_generation": 1,
-            "conditions": [{"type": "Available", "status": "True", "reason": "Done", "message": "ok"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(report.status(), 200);
+    let report = report_status(&stack.client, &stack.api, &id, REPORT_TRACE).await;
+    assert_eq!(report, 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     let spans = loop {
         let spans: Vec<Span> = collector
@@ -337,17 +343,8 @@ async fn one_trace_from_rest_through_grpc_and_the_outbox_to_pubsub() {
     // fails with 503, and the gateway's span carries why.
     const FAILED_TRACE: &str = "5c3f6e0e2b1a4d9c8e7f6a5b4c3d2e1f";
     stack.aggregator.shutdown().await;
-    let report = stack
-        .client
-        .put(format!("{}/api/v1/clusters/{id}/status", stack.api))
-        .header("X-User-Email", CONTROLLER)
-        .header("traceparent", format!("00-{FAILED_TRACE}-b7ad6b7169203331-01"))
-        .json(&json!({"controller_name": "ctl-a", "observed_generation": 1,
-            "conditions": [{"type": "Available", "status": "True", "reason": "Done", "message": "ok"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(report.status(), 503);
+    let report = report_status(&stack.client, &stack.api, &id, FAILED_TRACE).await;
+    assert_eq!(report, 503);
     let deadline = Instant::now() + Duration::from_secs(30);
     let failed = loop {
         let found = collector
