@@ -27,7 +27,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
 /// A `jsonb` column's JSON text, undecoded: read into its domain type directly
 /// ([`JsonText::decode`]) instead of through a `serde_json::Value` tree, whose maps and
 /// strings were most of the CPU of a list (measured: the gateway spent about 1 ms per page of
-/// 100 clusters).
+/// 100 clusters). Every `jsonb` column read into a domain type goes through it.
 #[derive(Debug, diesel::deserialize::FromSqlRow)]
 pub(crate) struct JsonText(Vec<u8>);
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::error::StorageError;
 use crate::prepared::sql;
-use crate::rows::{Count, decode, encode};
+use crate::rows::{Count, JsonText, encode};
 use crate::truncate_to_micros;
 
 /// The resource and controller-row tables of a kind (constants: never caller input).
@@ -55,7 +55,7 @@ struct TargetRow {
     #[diesel(sql_type = BigInt)]
     generation: i64,
     #[diesel(sql_type = Jsonb)]
-    status: Value,
+    status: JsonText,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     deleted: bool,
 }
@@ -103,7 +103,7 @@ async fn lock_target(
             id,
             cluster_id: row.cluster_id,
             generation: row.generation,
-            status: decode("status", row.status)?,
+            status: row.status.decode("status")?,
             deleted: row.deleted,
         })
     })
@@ -117,11 +117,11 @@ struct ControllerRow {
     #[diesel(sql_type = BigInt)]
     observed_generation: i64,
     #[diesel(sql_type = Jsonb)]
-    conditions: Value,
+    conditions: JsonText,
     #[diesel(sql_type = Jsonb)]
-    metadata: Value,
+    metadata: JsonText,
     #[diesel(sql_type = Nullable<Jsonb>)]
-    last_error: Option<Value>,
+    last_error: Option<JsonText>,
     #[diesel(sql_type = Timestamptz)]
     first_reported_at: OffsetDateTime,
     #[diesel(sql_type = Timestamptz)]
@@ -158,11 +158,11 @@ fn controller_status(row: ControllerRow) -> Result<ControllerStatus, StorageErro
     Ok(ControllerStatus {
         controller_name: row.controller_name,
         observed_generation: row.observed_generation,
-        conditions: decode("controller conditions", row.conditions)?,
-        metadata: decode("controller metadata", row.metadata)?,
+        conditions: row.conditions.decode("controller conditions")?,
+        metadata: row.metadata.decode("controller metadata")?,
         last_error: row
             .last_error
-            .map(|e| decode("controller last_error", e))
+            .map(|e| e.decode("controller last_error"))
             .transpose()?,
         first_reported_at: row.first_reported_at,
         last_reported_at: row.last_reported_at,
