@@ -79,23 +79,24 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
     let quiet = "h2=warn,hyper=warn,hyper_util=warn,tower=warn,actix_server=warn,opentelemetry=warn,opentelemetry_sdk=warn,tonic=warn";
     let log_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{},{quiet}", settings.level)));
-    // Events become span events only at WARN and above: the access log line repeats what the
-    // server span already carries (route, status), and exporting it per request would double
-    // what every span costs to build, send and store.
-    // A static `Targets` filter, not an `EnvFilter`: it keeps no per-span state, so entering
-    // and leaving a span costs it nothing.
-    let span_targets: tracing_subscriber::filter::Targets = format!("info,{quiet}").parse()?;
-    // The hint matters: without one the combination has none, the process's maximum level
-    // becomes TRACE, and every `log` record of every library (tokio-postgres formats each
-    // query's parameters at DEBUG) is built and dispatched only to be filtered out.
-    let span_filter = span_targets.and(
-        tracing_subscriber::filter::filter_fn(|meta| {
-            meta.is_span() || *meta.level() <= tracing::Level::WARN
-        })
-        .with_max_level_hint(tracing::level_filters::LevelFilter::INFO),
-    );
     let (otel, provider) = match settings.otlp_endpoint {
         Some(endpoint) => {
+            // Events become span events only at WARN and above: the access log line repeats
+            // what the server span already carries (route, status), and exporting it per
+            // request would double what every span costs to build, send and store. A static
+            // `Targets` filter, not an `EnvFilter`: it keeps no per-span state, so entering and
+            // leaving a span costs it nothing.
+            let span_targets: tracing_subscriber::filter::Targets =
+                format!("info,{quiet}").parse()?;
+            // The hint matters: without one the combination has none, the process's maximum
+            // level becomes TRACE, and every `log` record of every library (tokio-postgres
+            // formats each query's parameters at DEBUG) is built only to be filtered out.
+            let span_filter = span_targets.and(
+                tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.is_span() || *meta.level() <= tracing::Level::WARN
+                })
+                .with_max_level_hint(tracing::level_filters::LevelFilter::INFO),
+            );
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint)
