@@ -152,6 +152,42 @@ async fn a_burst_of_spec_changes_yields_one_event_with_the_final_generation() {
     scheduler.shutdown().await;
 }
 
+/// A retried create (same `Idempotency-Key`) replays the stored response; it creates nothing,
+/// so it must not announce a creation to the scheduler again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_create_triggers_no_reconcile() {
+    let stack = Stack::start(&[]).await;
+    let config = stack.scheduler_config(&[("RECONCILE_ATTENTION_INTERVAL", "60s")]);
+    let scheduler = stack.scheduler(&config, true).await;
+    let create = || {
+        stack
+            .client
+            .post(format!("{}/api/v1/clusters", stack.api))
+            .header("X-User-Email", USER)
+            .header("Idempotency-Key", "create-once")
+            .json(&cluster_body("replayed", "infra-1"))
+            .send()
+    };
+    let first = create().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let cluster = first["id"].as_str().unwrap().to_owned();
+    let events = stack
+        .reconciles_until(Duration::from_secs(15), |e| !of(e, &cluster).is_empty())
+        .await;
+    assert_eq!(reasons(&of(&events, &cluster)), ["never_reconciled"]);
+
+    let replay = create().await.unwrap();
+    assert_eq!(replay.status(), 201);
+    let replay: serde_json::Value = replay.json().await.unwrap();
+    assert_eq!(replay, first);
+    // Past the debounce (1 s here): nothing more until the attention interval.
+    let events = stack.reconciles_for(Duration::from_secs(4)).await;
+    let mine = of(&events, &cluster);
+    assert!(mine.is_empty(), "{mine:#?}");
+    scheduler.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_emit_every_due_item_once() {
     const RESOURCES: usize = 1000;

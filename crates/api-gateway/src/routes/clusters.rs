@@ -114,14 +114,14 @@ pub(crate) async fn create_cluster(
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool.get().await?;
-    let response = conn
+    let (response, fresh) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             if let Some(idempotent) = &idempotent
                 && let Some(stored) = idempotent
                     .claim(conn, caller.email(), now, state.idempotency_ttl)
                     .await?
             {
-                return Ok(stored);
+                return Ok((stored, false));
             }
             let cluster = clusters::create(conn, caller.email(), &new, Uuid::now_v7(), now).await?;
             outbox::insert(
@@ -137,12 +137,13 @@ pub(crate) async fn create_cluster(
             if let Some(idempotent) = &idempotent {
                 idempotent.complete(conn, caller.email(), &stored).await?;
             }
-            Ok(stored)
+            Ok((stored, true))
         })
         .await?;
     // The schedule row committed with the cluster makes its first reconcile due at once; the
-    // trigger records the creation with the scheduler (and carries the trace there).
-    if let Some(id) = response.resource_id {
+    // trigger records the creation with the scheduler (and carries the trace there). A replay
+    // created nothing, so it announces nothing.
+    if fresh && let Some(id) = response.resource_id {
         state
             .reconcile
             .fire(ResourceKind::Cluster, id, ReconcileReason::ClusterCreated);
