@@ -70,7 +70,37 @@ async fn malformed_requests_get_clear_problems() {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    assert_eq!(fields, ["lables", "spec.platform.gcp.regoin"]);
+    assert_eq!(fields, ["lables", "spec.platform.gcp.regoin", "name"]);
+
+    // Wrong types and missing fields, all reported, together with the other violations.
+    let mut mistyped = cli_cluster("Bad Name");
+    mistyped["labels"] = json!({"team": 7});
+    mistyped["spec"]["platform"]["gcp"] = json!({"projectID": "p", "network": ["n"]});
+    mistyped["spec"]["infraID"] = json!("abcdefghijklmnop");
+    let (status, body) = app.post("/api/v1/clusters", ALICE, &mistyped).await;
+    assert_problem(status, &body, 400, "VALIDATION_FAILED");
+    let errors: Vec<(&str, &str)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect();
+    let fields: Vec<&str> = errors.iter().map(|(field, _)| *field).collect();
+    assert_eq!(
+        fields,
+        [
+            "labels.team",
+            "spec.platform.gcp.network",
+            "spec.platform.gcp.region",
+            "spec.platform.gcp.subnet",
+            "name",
+            "spec.infraID",
+        ],
+        "{body}"
+    );
+    assert!(errors[1].1.starts_with("invalid type: sequence"), "{body}");
+    assert_eq!(errors[2].1, "is required");
+    assert_eq!(errors[5].1, "must be 15 characters or less (got 16)");
 
     let mut invalid = cli_cluster("Bad Name");
     invalid["spec"]["infraID"] = json!("abcdefghijklmnop");

@@ -386,6 +386,29 @@ async fn bad_reports_are_refused_with_clear_errors_and_change_nothing() {
     let (status, body) = put_report(&app, &path, &typo).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["errors"][0]["field"], "observed_generaton");
+    // A wrong type does not hide the other violations.
+    let mut mixed = report("ctl-a", 1, true, false);
+    mixed["observed_generation"] = json!("one");
+    mixed.as_object_mut().unwrap().remove("controller_name");
+    mixed["conditions"][0]["lastTransitionTime"] = json!("yesterday");
+    let (status, body) = put_report(&app, &path, &mixed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let mut fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "conditions[0].lastTransitionTime",
+            "controller_name",
+            "observed_generation"
+        ],
+        "{body}"
+    );
     assert_eq!(status_of(&app, &path).await, before, "nothing changed");
 
     // Stale: after a report on generation 2, one on generation 1 is refused.

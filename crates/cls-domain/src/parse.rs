@@ -1,7 +1,10 @@
 //! Parsing request bodies: every unknown field is reported with its JSON path (typos must not
 //! vanish silently), and a type error names the field it occurred in.
 
+use std::collections::HashMap;
+
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 
 use crate::error::FieldError;
 
@@ -28,9 +31,25 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8], dropped: &[&str]) -> Result<
 }
 
 /// Like [`parse_json`] for an already parsed value (the dropped keys are removed from it).
+///
+/// Every structural problem is reported at once: after a type error or a missing required
+/// field, the value at fault is left out and parsing goes on, so a body with three missing
+/// fields gets three errors, not one per attempt.
 pub fn parse_value<T: DeserializeOwned>(
     value: &mut serde_json::Value,
     dropped: &[&str],
+) -> Result<T, ParseError> {
+    parse_value_checked(value, dropped, |_| Vec::new())
+}
+
+/// Like [`parse_value`], and when the body has structural problems, `check` (the request's
+/// validation) runs on what could be parsed without the values at fault, so its violations
+/// are reported together with the structural ones (SPEC §3.2: all violations at once).
+/// Violations about a left-out value, or inside or around it, are not repeated.
+pub fn parse_value_checked<T: DeserializeOwned>(
+    value: &mut serde_json::Value,
+    dropped: &[&str],
+    check: impl FnOnce(T) -> Vec<FieldError>,
 ) -> Result<T, ParseError> {
     let Some(object) = value.as_object_mut() else {
         return Err(ParseError::Shape(vec![FieldError::new(
@@ -41,26 +60,189 @@ pub fn parse_value<T: DeserializeOwned>(
     for key in dropped {
         object.remove(*key);
     }
-    let mut errors = Vec::new();
-    let parsed = {
-        let mut on_unknown = |path: serde_ignored::Path<'_>| {
-            errors.push(FieldError::new(ignored_path(&path), "unknown field"));
-        };
-        let ignored = serde_ignored::Deserializer::new(value.take(), &mut on_unknown);
-        serde_path_to_error::deserialize::<_, T>(ignored)
-    };
-    match parsed {
-        Ok(parsed) if errors.is_empty() => Ok(parsed),
-        Ok(_) => Err(ParseError::Shape(errors)),
-        Err(err) => {
-            let field = match err.path().to_string() {
-                path if path == "." => "body".to_owned(),
-                path => path,
+    let mut errors: Vec<FieldError> = Vec::new();
+    // Paths of values left out or stood in for: their violations are already reported.
+    let mut at_fault: Vec<String> = Vec::new();
+    // Missing required fields stood in for, with the placeholder tried.
+    let mut standing_in: HashMap<String, usize> = HashMap::new();
+    // Each round leaves out or stands in for one value, so the body's size bounds the
+    // rounds; the cap guards against a deserializer whose error no change cures.
+    for _ in 0..MAX_ROUNDS {
+        let mut unknown = Vec::new();
+        let parsed = {
+            let mut on_unknown = |path: serde_ignored::Path<'_>| {
+                unknown.push(FieldError::new(ignored_path(&path), "unknown field"));
             };
-            errors.push(FieldError::new(field, err.into_inner().to_string()));
-            Err(ParseError::Shape(errors))
+            let ignored = serde_ignored::Deserializer::new(&*value, &mut on_unknown);
+            serde_path_to_error::deserialize::<_, T>(ignored)
+        };
+        for error in unknown {
+            if !errors.contains(&error) {
+                errors.push(error);
+            }
+        }
+        let err = match parsed {
+            Ok(parsed) if errors.is_empty() => return Ok(parsed),
+            Ok(rest) => {
+                let more: Vec<FieldError> = check(rest)
+                    .into_iter()
+                    .filter(|e| {
+                        !errors.iter().any(|known| known.field == e.field)
+                            && !at_fault.iter().any(|gone| related(&e.field, gone))
+                    })
+                    .collect();
+                errors.extend(more);
+                return Err(ParseError::Shape(errors));
+            }
+            Err(err) => err,
+        };
+        let segments: Vec<Segment> = err.path().iter().cloned().collect();
+        let at = err_path(&segments);
+        let message = err.into_inner().to_string();
+        let mut record = |field: String, message: String| {
+            let known = errors.iter().any(|e| e.field == field)
+                || at_fault.iter().any(|gone| within(&field, gone));
+            if !known {
+                errors.push(FieldError::new(field, message));
+            }
+        };
+        if let Some(missing) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            // Stand in for the missing field, so the rest of its object is still checked.
+            let field = join(&at, missing);
+            record(field.clone(), "is required".to_owned());
+            let mut member = segments;
+            member.push(Segment::Map {
+                key: missing.to_owned(),
+            });
+            if !set(value, &member, placeholder(0)) {
+                break;
+            }
+            at_fault.push(field.clone());
+            standing_in.insert(field, 0);
+        } else if let Some(tried) = standing_in.get_mut(&at) {
+            // The placeholder does not fit the field's type: the next one, or else leave the
+            // whole object out.
+            *tried += 1;
+            let next = placeholder(*tried);
+            let fits = match next {
+                Some(next) => set(value, &segments, Some(next)),
+                None => false,
+            };
+            if !fits {
+                let _ = leave_out(value, &segments);
+                match leave_out(value, &segments[..segments.len().saturating_sub(1)]) {
+                    Some(gone) => at_fault.push(gone),
+                    None => break,
+                }
+            }
+        } else {
+            record(if at.is_empty() { "body".to_owned() } else { at }, message);
+            match leave_out(value, &segments) {
+                Some(gone) => at_fault.push(gone),
+                None => break,
+            }
         }
     }
+    Err(ParseError::Shape(errors))
+}
+
+const MAX_ROUNDS: usize = 64;
+
+/// Stand-ins for a missing required field, tried in turn until one has the field's type.
+fn placeholder(tried: usize) -> Option<serde_json::Value> {
+    use serde_json::json;
+    [json!(""), json!(0), json!(false), json!({}), json!([])]
+        .into_iter()
+        .nth(tried)
+}
+
+/// Whether `field` is `gone`, inside it or one of its enclosing objects.
+fn related(field: &str, gone: &str) -> bool {
+    within(field, gone) || within(gone, field)
+}
+
+/// Whether the path `inner` is `outer` or inside it.
+fn within(inner: &str, outer: &str) -> bool {
+    inner == outer
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+/// The value at `segments`, if it is there.
+fn node_at<'v>(
+    mut node: &'v mut serde_json::Value,
+    segments: &[Segment],
+) -> Option<&'v mut serde_json::Value> {
+    for segment in segments {
+        node = match segment {
+            Segment::Map { key } => node.get_mut(key.as_str())?,
+            Segment::Seq { index } => node.get_mut(*index)?,
+            Segment::Enum { .. } => node,
+            Segment::Unknown => return None,
+        };
+    }
+    Some(node)
+}
+
+/// Sets the object member at `segments` (the last segment a key) to `to`; `false` when
+/// there is no such object or no value.
+fn set(value: &mut serde_json::Value, segments: &[Segment], to: Option<serde_json::Value>) -> bool {
+    let (Some((Segment::Map { key }, parent)), Some(to)) = (segments.split_last(), to) else {
+        return false;
+    };
+    match node_at(value, parent).and_then(serde_json::Value::as_object_mut) {
+        Some(object) => {
+            object.insert(key.clone(), to);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Formats a `serde_path_to_error` path like [`ignored_path`] does.
+fn err_path(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Removes the object member holding the value at `segments` (the nearest enclosing one: a
+/// bad array element takes its whole array out, so later indices keep their meaning).
+/// Returns the removed member's path, or `None` when there is nothing left to remove.
+fn leave_out(value: &mut serde_json::Value, segments: &[Segment]) -> Option<String> {
+    let last_key = segments
+        .iter()
+        .rposition(|s| matches!(s, Segment::Map { .. }))?;
+    let Segment::Map { key } = &segments[last_key] else {
+        return None;
+    };
+    node_at(value, &segments[..last_key])?
+        .as_object_mut()?
+        .remove(key.as_str())?;
+    Some(err_path(&segments[..=last_key]))
 }
 
 /// Formats a path as `spec.platform.gcp.taints[0].key`.
@@ -134,7 +316,14 @@ mod tests {
         let errors = shape_errors::<CreateClusterRequest>(json!({
             "name": "c", "spec": {"platform": {"type": "gcp", "gcp": {"projectID": "p"}}}
         }));
-        assert_eq!(errors, vec!["spec.platform.gcp: missing field `region`"]);
+        assert_eq!(
+            errors,
+            vec![
+                "spec.platform.gcp.region: is required",
+                "spec.platform.gcp.network: is required",
+                "spec.platform.gcp.subnet: is required",
+            ]
+        );
     }
 
     #[test]
@@ -170,5 +359,81 @@ mod tests {
             parse_json::<UpdateClusterRequest>(b"{\"spec\": ", &[]),
             Err(ParseError::Syntax(_))
         ));
+    }
+
+    fn checked_errors<T: DeserializeOwned + std::fmt::Debug>(
+        mut body: serde_json::Value,
+        check: impl FnOnce(T) -> Vec<FieldError>,
+    ) -> Vec<String> {
+        match parse_value_checked::<T>(&mut body, &SERVER_OWNED_FIELDS, check) {
+            Err(ParseError::Shape(errors)) => errors.iter().map(ToString::to_string).collect(),
+            other => panic!("expected shape errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn structural_and_semantic_violations_are_reported_together() {
+        use crate::validate::{ReleaseDefaults, validate_cluster_create};
+        let defaults = ReleaseDefaults {
+            version: "4.16.0",
+            channel_group: "stable",
+        };
+        let errors = checked_errors::<CreateClusterRequest>(
+            json!({"name": "Bad_Name", "labels": {"a": 1}, "nmae": 1,
+                "spec": {"infraID": "I1", "platform": {"type": "gcp", "gcp": {"projectID": "p"}}}}),
+            |r| {
+                validate_cluster_create(r, defaults)
+                    .err()
+                    .unwrap_or_default()
+            },
+        );
+        assert_eq!(
+            errors,
+            vec![
+                "labels.a: invalid type: integer `1`, expected a string",
+                "nmae: unknown field",
+                "spec.platform.gcp.region: is required",
+                "spec.platform.gcp.network: is required",
+                "spec.platform.gcp.subnet: is required",
+                "name: must be a lowercase DNS label: start with a lowercase letter, contain \
+                 only lowercase letters, digits, or hyphens, and end with a letter or digit",
+                "spec.infraID: must start with a lowercase letter and contain only lowercase \
+                 letters, digits, or hyphens",
+            ]
+        );
+    }
+
+    #[test]
+    fn problems_inside_arrays_keep_their_indices() {
+        use crate::validate::validate_nodepool_create;
+        let errors = checked_errors::<CreateNodePoolRequest>(
+            json!({"name": "np", "spec": {"replicas": "three", "platform": {"type": "gcp",
+                "gcp": {"instanceType": 5, "taints": [
+                    {"key": "a", "effect": "Sometimes"}, {"key": 1, "effect": "NoSchedule"},
+                    {"effect": "NoExecute"}]}}}}),
+            |r| validate_nodepool_create(r, None).err().unwrap_or_default(),
+        );
+        assert_eq!(
+            errors,
+            vec![
+                "spec.platform.gcp.instanceType: invalid type: integer `5`, expected a string",
+                "spec.platform.gcp.taints[1].key: invalid type: integer `1`, expected a string",
+                "spec.platform.gcp.taints[2].key: is required",
+                "spec.replicas: invalid type: string \"three\", expected i64",
+                "spec.platform.gcp.taints[0].effect: must be one of NoSchedule, \
+                 PreferNoSchedule, NoExecute (got 'Sometimes')",
+            ]
+        );
+        // A bad array element (not an object) takes the array out, and nothing else.
+        let errors = checked_errors::<CreateNodePoolRequest>(
+            json!({"name": "np", "spec": {"platform": {"type": "gcp",
+                "gcp": {"instanceType": "n2", "taints": ["NoSchedule", {"key": 3}]}}}}),
+            |r| validate_nodepool_create(r, None).err().unwrap_or_default(),
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("spec.platform.gcp.taints[0]: invalid type"),
+            "{errors:?}"
+        );
     }
 }

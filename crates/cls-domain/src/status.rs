@@ -216,6 +216,14 @@ impl ControllerStatus {
 /// Maximum length of a controller name.
 pub const MAX_CONTROLLER_NAME_LEN: usize = 63;
 
+/// What [`validate_report`] finds without the resource (any generation counts as current),
+/// to report beside a body's structural problems.
+pub fn report_violations(report: ControllerReport, now: OffsetDateTime) -> Vec<FieldError> {
+    validate_report(report, i64::MAX, None, now)
+        .err()
+        .unwrap_or_default()
+}
+
 /// Validates a controller report against the resource's current generation (SPEC §4.1),
 /// returning every violation. `previous` is this controller's stored row, if any: its
 /// conditions keep their `lastTransitionTime` while their status is unchanged.

@@ -189,6 +189,22 @@ pub fn validate_cluster_update(
     }
 }
 
+/// What [`validate_cluster_update`] finds without the stored cluster (the immutable fields
+/// are checked once it is loaded), to report beside a body's structural problems.
+pub fn cluster_update_violations(
+    req: UpdateClusterRequest,
+    defaults: ReleaseDefaults<'_>,
+) -> Vec<FieldError> {
+    let (name, project) = (req.name.clone(), req.target_project_id.clone());
+    let as_sent = ClusterIdentity {
+        name: name.as_deref().unwrap_or_default(),
+        target_project_id: project.as_deref(),
+    };
+    validate_cluster_update(req, as_sent, defaults)
+        .err()
+        .unwrap_or_default()
+}
+
 /// Validates a nodepool creation, applying defaults from the cluster's release version.
 pub fn validate_nodepool_create(
     req: CreateNodePoolRequest,
@@ -210,6 +226,27 @@ pub fn validate_nodepool_create(
 pub struct NodePoolIdentity<'a> {
     pub name: &'a str,
     pub cluster_id: &'a str,
+}
+
+/// What [`validate_nodepool_create`] finds without the cluster, to report beside a body's
+/// structural problems.
+pub fn nodepool_create_violations(req: CreateNodePoolRequest) -> Vec<FieldError> {
+    validate_nodepool_create(req, None)
+        .err()
+        .unwrap_or_default()
+}
+
+/// What [`validate_nodepool_update`] finds without the stored nodepool and its cluster, to
+/// report beside a body's structural problems.
+pub fn nodepool_update_violations(req: UpdateNodePoolRequest) -> Vec<FieldError> {
+    let (name, cluster_id) = (req.name.clone(), req.cluster_id.clone());
+    let as_sent = NodePoolIdentity {
+        name: name.as_deref().unwrap_or_default(),
+        cluster_id: cluster_id.as_deref().unwrap_or_default(),
+    };
+    validate_nodepool_update(req, as_sent, None)
+        .err()
+        .unwrap_or_default()
 }
 
 /// Validates `PUT /nodepools/{id}`, applying defaults from the cluster's release version.

@@ -10,7 +10,10 @@ use cls_domain::resource::{
     SERVER_OWNED_FIELDS, SERVER_OWNED_ON_UPDATE, UpdateClusterRequest,
 };
 use cls_domain::status::Phase;
-use cls_domain::validate::{ClusterIdentity, validate_cluster_create, validate_cluster_update};
+use cls_domain::validate::{
+    ClusterIdentity, cluster_update_violations, nodepool_create_violations,
+    validate_cluster_create, validate_cluster_update,
+};
 use cls_storage::idempotency::StoredResponse;
 use cls_storage::{clusters, outbox};
 use diesel_async::AsyncConnection as _;
@@ -107,7 +110,11 @@ pub(crate) async fn create_cluster(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let request: CreateClusterRequest = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
+    let request: CreateClusterRequest = json_body(&req, &body, &SERVER_OWNED_FIELDS, |rest| {
+        validate_cluster_create(rest, state.release_defaults())
+            .err()
+            .unwrap_or_default()
+    })?;
     let idempotent = Idempotent::from_request(&req, &body)?;
     let new =
         validate_cluster_create(request, state.release_defaults()).map_err(ApiError::validation)?;
@@ -201,7 +208,9 @@ pub(crate) async fn update_cluster(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let request: UpdateClusterRequest = json_body(&req, &body, &SERVER_OWNED_ON_UPDATE)?;
+    let request: UpdateClusterRequest = json_body(&req, &body, &SERVER_OWNED_ON_UPDATE, |rest| {
+        cluster_update_violations(rest, state.release_defaults())
+    })?;
     let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
@@ -334,7 +343,12 @@ pub(crate) async fn create_cluster_nodepool(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let cluster_id = path_id(&id)?;
-    let request: CreateNodePoolRequest = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
+    let request: CreateNodePoolRequest = json_body(
+        &req,
+        &body,
+        &SERVER_OWNED_FIELDS,
+        nodepool_create_violations,
+    )?;
     if let Some(sent) = &request.cluster_id
         && Uuid::try_parse(sent).ok() != Some(cluster_id)
     {

@@ -9,7 +9,8 @@ use actix_cors::Cors;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use cls_domain::ErrorCode;
-use cls_domain::parse::{ParseError, parse_value};
+use cls_domain::FieldError;
+use cls_domain::parse::{ParseError, parse_value_checked};
 use cls_domain::resource::Labels;
 use cls_domain::status::Phase;
 use cls_storage::ListQuery;
@@ -145,11 +146,14 @@ pub(crate) fn cors(origins: &[String]) -> Cors {
 }
 
 /// Requires a JSON content type and parses the body into `T`, reporting unknown fields and
-/// shape errors with their paths. Top-level `dropped` keys are ignored.
+/// shape errors with their paths. Top-level `dropped` keys are ignored. When the body has
+/// shape errors, `check` (the request's validation) runs on the rest, so every violation is
+/// reported at once.
 pub(crate) fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     body: &[u8],
     dropped: &[&str],
+    check: impl FnOnce(T) -> Vec<FieldError>,
 ) -> Result<T, ApiError> {
     let content_type = req.content_type();
     if content_type != "application/json" && !content_type.ends_with("+json") {
@@ -164,7 +168,7 @@ pub(crate) fn json_body<T: DeserializeOwned>(
             format!("request body is not valid JSON: {e}"),
         )
     })?;
-    parse_value(&mut value, dropped).map_err(|e| match e {
+    parse_value_checked(&mut value, dropped, check).map_err(|e| match e {
         ParseError::Syntax(message) => ApiError::new(ErrorCode::InvalidJson, message),
         ParseError::Shape(errors) => ApiError::validation(errors),
     })

@@ -10,7 +10,10 @@ use cls_domain::resource::{
     CreateNodePoolRequest, NodePool, ResourceKind, SERVER_OWNED_FIELDS, SERVER_OWNED_ON_UPDATE,
     UpdateNodePoolRequest,
 };
-use cls_domain::validate::{NodePoolIdentity, validate_nodepool_create, validate_nodepool_update};
+use cls_domain::validate::{
+    NodePoolIdentity, nodepool_create_violations, nodepool_update_violations,
+    validate_nodepool_create, validate_nodepool_update,
+};
 use cls_storage::idempotency::StoredResponse;
 use cls_storage::{clusters, nodepools, outbox};
 use diesel_async::AsyncConnection as _;
@@ -107,7 +110,12 @@ pub(crate) async fn create_nodepool(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let request: CreateNodePoolRequest = json_body(&req, &body, &SERVER_OWNED_FIELDS)?;
+    let request: CreateNodePoolRequest = json_body(
+        &req,
+        &body,
+        &SERVER_OWNED_FIELDS,
+        nodepool_create_violations,
+    )?;
     let cluster_id = match request.cluster_id.as_deref().map(Uuid::try_parse) {
         Some(Ok(id)) => id,
         problem => {
@@ -232,7 +240,12 @@ pub(crate) async fn update_nodepool(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let request: UpdateNodePoolRequest = json_body(&req, &body, &SERVER_OWNED_ON_UPDATE)?;
+    let request: UpdateNodePoolRequest = json_body(
+        &req,
+        &body,
+        &SERVER_OWNED_ON_UPDATE,
+        nodepool_update_violations,
+    )?;
     let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();

@@ -5,7 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use cls_domain::error::{ErrorCode, FieldError};
 use cls_domain::resource::ResourceKind;
-use cls_domain::status::{ControllerReport, ControllerStatus, Status};
+use cls_domain::status::{ControllerReport, ControllerStatus, Status, report_violations};
 use cls_rpc::status as pb;
 use cls_rpc::trace::client_span;
 use serde::Serialize;
@@ -118,7 +118,9 @@ async fn report(
         ));
     }
     // Shape first, so malformed bodies get the same answers as on every other endpoint.
-    json_body::<ControllerReport>(req, body, &[])?;
+    json_body::<ControllerReport>(req, body, &[], |rest| {
+        report_violations(rest, time::OffsetDateTime::now_utc())
+    })?;
     let response = state
         .status
         .clone()
