@@ -11,8 +11,7 @@ use cls_domain::resource::{
 };
 use cls_domain::status::Phase;
 use cls_domain::validate::{
-    ClusterIdentity, cluster_update_violations, nodepool_create_violations,
-    validate_cluster_create, validate_cluster_update,
+    ClusterIdentity, cluster_update_violations, validate_cluster_create, validate_cluster_update,
 };
 use cls_storage::idempotency::StoredResponse;
 use cls_storage::{clusters, outbox};
@@ -21,7 +20,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::nodepools::{NodePoolList, create_nodepool_in};
+use super::nodepools::{NodePoolList, create_nodepool_in, creation_body};
 use super::{Idempotent, Query, check_if_match, if_match, json_body, path_id, with_etag};
 use crate::AppState;
 use crate::auth::Authenticated;
@@ -343,12 +342,7 @@ pub(crate) async fn create_cluster_nodepool(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let cluster_id = path_id(&id)?;
-    let request: CreateNodePoolRequest = json_body(
-        &req,
-        &body,
-        &SERVER_OWNED_FIELDS,
-        nodepool_create_violations,
-    )?;
+    let request = creation_body(&req, &body)?;
     if let Some(sent) = &request.cluster_id
         && Uuid::try_parse(sent).ok() != Some(cluster_id)
     {

@@ -110,12 +110,7 @@ pub(crate) async fn create_nodepool(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let request: CreateNodePoolRequest = json_body(
-        &req,
-        &body,
-        &SERVER_OWNED_FIELDS,
-        nodepool_create_violations,
-    )?;
+    let request = creation_body(&req, &body)?;
     let cluster_id = match request.cluster_id.as_deref().map(Uuid::try_parse) {
         Some(Ok(id)) => id,
         problem => {
@@ -147,6 +142,14 @@ pub(crate) async fn create_nodepool(
         not_visible,
     )
     .await
+}
+
+/// The body of a nodepool creation (both POST routes).
+pub(crate) fn creation_body(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<CreateNodePoolRequest, ApiError> {
+    json_body(req, body, &SERVER_OWNED_FIELDS, nodepool_create_violations)
 }
 
 /// Creates a nodepool under `cluster_id` (both POST routes). `not_visible` is the error when
