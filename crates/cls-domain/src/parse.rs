@@ -65,8 +65,10 @@ pub fn parse_value_checked<T: DeserializeOwned>(
     let mut at_fault: Vec<String> = Vec::new();
     // Missing required fields stood in for, with the placeholder tried.
     let mut standing_in: HashMap<String, usize> = HashMap::new();
-    // Each round leaves out or stands in for one value, so the body's size bounds the
-    // rounds; the cap guards against a deserializer whose error no change cures.
+    // Each round parses the whole body again and leaves out or stands in for one value. The
+    // cap bounds the work a hostile body can cause (a round per problem, each over up to
+    // 1 MiB) and guards against an error no change cures; past it, what was found is
+    // reported.
     for _ in 0..MAX_ROUNDS {
         let mut unknown = Vec::new();
         let parsed = {
@@ -149,7 +151,7 @@ pub fn parse_value_checked<T: DeserializeOwned>(
     Err(ParseError::Shape(errors))
 }
 
-const MAX_ROUNDS: usize = 64;
+const MAX_ROUNDS: usize = 16;
 
 /// Stand-ins for a missing required field, tried in turn until one has the field's type.
 fn placeholder(tried: usize) -> Option<serde_json::Value> {
@@ -433,6 +435,18 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].starts_with("spec.platform.gcp.taints[0]: invalid type"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_body_with_many_problems_costs_a_bounded_number_of_rounds() {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            (0..40).map(|i| (format!("k{i:02}"), json!(i))).collect();
+        let errors = shape_errors::<CreateClusterRequest>(json!({"name": "c", "labels": labels}));
+        assert_eq!(errors.len(), MAX_ROUNDS, "{errors:?}");
+        assert!(
+            errors[0].starts_with("labels.k00: invalid type"),
             "{errors:?}"
         );
     }
