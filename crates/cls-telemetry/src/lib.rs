@@ -77,19 +77,17 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
     // whatever the log level, never library internals (h2, hyper, tower, …), so disabled call
     // sites cost nothing and traces hold what an operator reads.
     let quiet = "h2=warn,hyper=warn,hyper_util=warn,tower=warn,actix_server=warn,opentelemetry=warn,opentelemetry_sdk=warn,tonic=warn";
-    // CLS's spans at INFO, whatever the log level.
-    let cls_spans = || -> anyhow::Result<tracing_subscriber::filter::Targets> {
-        Ok(format!("info,{quiet}").parse()?)
-    };
-    // Events follow the level, but CLS's own spans are kept even when the level is above
-    // theirs (`LOG_LEVEL=warn`): a request's WARN line still carries the request's span, with
-    // its `request_id` and `trace_id`. Spans are not lines, so this logs nothing more.
+    // Events follow the level, but a span that names a request (it has a `request_id`
+    // field: the gateway's server span) is kept even when the level is above its own
+    // (`LOG_LEVEL=warn`), so a request's WARN line still carries its `request_id` and
+    // `trace_id`. Spans are not lines, so this logs nothing more; other spans stay off and
+    // cost nothing. The check is on static metadata, so its answer is cached per call site.
     let log_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{},{quiet}", settings.level)))
-        .or(cls_spans()?.and(
-            tracing_subscriber::filter::filter_fn(|meta| meta.is_span())
-                .with_max_level_hint(tracing::level_filters::LevelFilter::INFO),
-        ));
+        .or(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span() && meta.fields().field("request_id").is_some()
+        })
+        .with_max_level_hint(tracing::level_filters::LevelFilter::INFO));
     let (otel, provider) = match settings.otlp_endpoint {
         Some(endpoint) => {
             // Events become span events only at WARN and above: the access log line repeats
@@ -97,10 +95,12 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
             // request would double what every span costs to build, send and store. A static
             // `Targets` filter, not an `EnvFilter`: it keeps no per-span state, so entering and
             // leaving a span costs it nothing.
+            let span_targets: tracing_subscriber::filter::Targets =
+                format!("info,{quiet}").parse()?;
             // The hint matters: without one the combination has none, the process's maximum
             // level becomes TRACE, and every `log` record of every library (tokio-postgres
             // formats each query's parameters at DEBUG) is built only to be filtered out.
-            let span_filter = cls_spans()?.and(
+            let span_filter = span_targets.and(
                 tracing_subscriber::filter::filter_fn(|meta| {
                     meta.is_span() || *meta.level() <= tracing::Level::WARN
                 })
