@@ -3,18 +3,12 @@
 
 use actix_web::http::header::HeaderMap;
 
-pub const HEADER: &str = "x-request-id";
-const MAX_LEN: usize = 128;
-
-tokio::task_local! {
-    static REQUEST_ID: String;
-    /// The client's `traceparent`, if it sent one.
-    static INCOMING_TRACEPARENT: Option<String>;
-}
+pub use cls_telemetry::request::HEADER;
+use cls_telemetry::request::{Request, is_safe_id};
 
 /// The id of the request being served, if any.
 pub fn current() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
+    cls_telemetry::request::current().map(|r| r.id)
 }
 
 /// Runs `fut` with `id` as the current request id and the client's `traceparent`.
@@ -23,9 +17,11 @@ pub async fn scope<F: std::future::Future>(
     incoming_traceparent: Option<String>,
     fut: F,
 ) -> F::Output {
-    REQUEST_ID
-        .scope(id, INCOMING_TRACEPARENT.scope(incoming_traceparent, fut))
-        .await
+    let request = Request {
+        id,
+        traceparent: incoming_traceparent,
+    };
+    cls_telemetry::request::scope(request, fut).await
 }
 
 /// The trace context to store with what the current request writes (outbox rows): the
@@ -33,10 +29,8 @@ pub async fn scope<F: std::future::Future>(
 /// continue the caller's trace), else none.
 pub fn traceparent() -> Option<String> {
     cls_telemetry::traceparent(&tracing::Span::current()).or_else(|| {
-        INCOMING_TRACEPARENT
-            .try_with(Clone::clone)
-            .ok()
-            .flatten()
+        cls_telemetry::request::current()
+            .and_then(|r| r.traceparent)
             .filter(|t| cls_domain::event::is_valid_traceparent(t))
     })
 }
@@ -46,16 +40,8 @@ pub fn from_headers(headers: &HeaderMap) -> String {
     headers
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|id| is_safe(id))
+        .filter(|id| is_safe_id(id))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
-}
-
-fn is_safe(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_LEN
-        && id.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
-        })
 }
 
 #[cfg(test)]

@@ -65,18 +65,24 @@ impl ReconcileTriggers {
             resource_id: id.to_string(),
             reason: reason.as_str().to_owned(),
         };
-        // A child of the caller's span, carried into the background task.
+        // A child of the caller's span, carried into the background task with the request it
+        // serves (task-locals do not cross `spawn`).
         let span = crate::trace::client_span("cls.scheduler.v1.ReconcileScheduler", "Trigger");
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                if let Err(status) = client.trigger(request).await {
-                    tracing::warn!(
-                        kind = kind.as_str(), %id, %reason, code = ?status.code(), error = status.message(),
-                        "reconcile trigger not delivered; the periodic reconcile will catch up"
-                    );
-                }
-            },
-            span,
-        ));
+        let send = async move {
+            if let Err(status) = client.trigger(request).await {
+                tracing::warn!(
+                    kind = kind.as_str(), %id, %reason, code = ?status.code(), error = status.message(),
+                    "reconcile trigger not delivered; the periodic reconcile will catch up"
+                );
+            }
+        };
+        // The task also enters the caller's span: where the call's span is not logged (a
+        // level above it), its warning still carries the request's span and ids.
+        let send = tracing::Instrument::instrument(send, span);
+        let send = tracing::Instrument::instrument(send, tracing::Span::current());
+        match cls_telemetry::request::current() {
+            Some(served) => tokio::spawn(cls_telemetry::request::scope(served, send)),
+            None => tokio::spawn(send),
+        };
     }
 }

@@ -1,7 +1,9 @@
-//! Trace context across internal gRPC calls (W3C `traceparent` in the metadata), with spans
-//! named and attributed after the OpenTelemetry RPC conventions.
+//! Trace context and request ids across internal gRPC calls (W3C `traceparent` and
+//! `x-request-id` in the metadata), with spans named and attributed after the OpenTelemetry
+//! RPC conventions.
 
 use tonic::Request;
+use tracing::field::Empty;
 
 /// The span of an outgoing call; run the call inside it (`.instrument(span)`) so the
 /// interceptor sends its context.
@@ -16,12 +18,28 @@ pub fn client_span(service: &'static str, method: &'static str) -> tracing::Span
     )
 }
 
-/// Adds the current span's `traceparent` to an outgoing request (nothing when not tracing).
+/// Adds the trace context and the request id to an outgoing request: the current span's
+/// `traceparent` when tracing, else the client's (passed through, as for outbox rows); the id
+/// of the request being served, if any.
 pub fn inject(request: &mut Request<()>) {
-    if let Some(traceparent) = cls_telemetry::traceparent(&tracing::Span::current())
+    let served = cls_telemetry::request::current();
+    let traceparent = cls_telemetry::traceparent(&tracing::Span::current()).or_else(|| {
+        served
+            .as_ref()
+            .and_then(|r| r.traceparent.clone())
+            .filter(|t| cls_domain::event::is_valid_traceparent(t))
+    });
+    if let Some(traceparent) = traceparent
         && let Ok(value) = traceparent.parse()
     {
         request.metadata_mut().insert("traceparent", value);
+    }
+    if let Some(served) = served
+        && let Ok(value) = served.id.parse()
+    {
+        request
+            .metadata_mut()
+            .insert(cls_telemetry::request::HEADER, value);
     }
 }
 
@@ -33,6 +51,8 @@ pub fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span
     if !service.starts_with("cls.") {
         return tracing::Span::none();
     }
+    // `request_id` and `trace_id` are for the log lines of the call, as on the gateway's
+    // request span; a call made for no request (a scheduler round) has no `request_id`.
     let span = tracing::info_span!(
         "gRPC request",
         otel.name = %format!("{service}/{method}"),
@@ -40,11 +60,54 @@ pub fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span
         rpc.system = "grpc",
         rpc.service = %service,
         rpc.method = %method,
+        request_id = Empty,
+        trace_id = Empty,
     );
-    let traceparent = request
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok());
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let traceparent = header("traceparent");
     cls_telemetry::set_remote_parent(&span, traceparent);
+    if let Some(id) =
+        header(cls_telemetry::request::HEADER).filter(|id| cls_telemetry::request::is_safe_id(id))
+    {
+        span.record("request_id", id);
+    }
+    span.record("trace_id", cls_telemetry::trace_id(&span, traceparent));
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cls_telemetry::request::{self, Request as Served};
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn injected() -> tonic::metadata::MetadataMap {
+        let mut call = Request::new(());
+        inject(&mut call);
+        call.metadata().clone()
+    }
+
+    #[tokio::test]
+    async fn calls_made_for_a_request_carry_its_id_and_the_clients_trace() {
+        let served = Served {
+            id: "req-9".to_owned(),
+            traceparent: Some(TP.to_owned()),
+        };
+        let metadata = request::scope(served, async { injected() }).await;
+        assert_eq!(metadata.get("x-request-id").unwrap(), "req-9");
+        // No exporter here: the client's trace context is passed through.
+        assert_eq!(metadata.get("traceparent").unwrap(), TP);
+
+        let without_trace = Served {
+            id: "req-10".to_owned(),
+            traceparent: Some("garbage".to_owned()),
+        };
+        let metadata = request::scope(without_trace, async { injected() }).await;
+        assert_eq!(metadata.get("x-request-id").unwrap(), "req-10");
+        assert!(metadata.get("traceparent").is_none());
+
+        // A call made for no request (a scheduler round) carries neither.
+        assert!(injected().is_empty());
+    }
 }

@@ -23,6 +23,8 @@ use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+pub mod request;
+
 pub use opentelemetry::Context;
 
 /// Log line format.

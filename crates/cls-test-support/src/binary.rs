@@ -39,9 +39,20 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 /// Starts `bin` with `env` (stdout discarded) and waits until `/readyz` on `admin_port`
 /// answers 200, failing the test after 20 s or if the process exits.
 pub fn start_ready(bin: &str, env: &[(&str, &str)], admin_port: u16) -> Child {
+    start(bin, env, Stdio::null(), admin_port)
+}
+
+/// Like [`start_ready`], with stdout (the log lines) piped for the test to read after the
+/// process stopped. Keep the output small (a quiet `LOG_LEVEL`): nothing drains the pipe
+/// while the process runs.
+pub fn start_ready_logged(bin: &str, env: &[(&str, &str)], admin_port: u16) -> Child {
+    start(bin, env, Stdio::piped(), admin_port)
+}
+
+fn start(bin: &str, env: &[(&str, &str)], stdout: Stdio, admin_port: u16) -> Child {
     let mut child = Command::new(bin)
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .spawn()
         .expect("the binary starts");
     let deadline = Instant::now() + Duration::from_secs(20);
