@@ -10,7 +10,7 @@ pub mod tasks;
 use std::future::Future;
 use std::process::ExitCode;
 
-pub use tasks::Tasks;
+pub use tasks::{Running, Tasks};
 
 /// How a binary logs and traces (from its configuration).
 #[derive(Debug, Clone)]

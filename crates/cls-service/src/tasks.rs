@@ -2,6 +2,7 @@
 //! at most a timeout for in-flight work) or at once (tests that simulate a crash).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -58,5 +59,37 @@ impl Tasks {
         for handle in &self.handles {
             handle.abort();
         }
+    }
+}
+
+/// A started internal service: where it listens, its metrics and its tasks.
+#[derive(Debug)]
+pub struct Running<M> {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: M,
+    tasks: Tasks,
+}
+
+impl<M> Running<M> {
+    pub fn new(grpc_addr: SocketAddr, admin_addr: SocketAddr, metrics: M, tasks: Tasks) -> Self {
+        Running {
+            grpc_addr,
+            admin_addr,
+            metrics,
+            tasks,
+        }
+    }
+
+    /// Stops accepting calls, lets in-flight calls and the current round of each loop finish
+    /// (releasing what they hold), and returns after at most the shutdown timeout.
+    pub async fn shutdown(self) {
+        self.tasks.shutdown().await;
+    }
+
+    /// Stops every task at once, as if the process died (tests): what a task held (claims,
+    /// leases) stays until it expires.
+    pub fn abort(self) {
+        self.tasks.abort();
     }
 }

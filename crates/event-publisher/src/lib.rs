@@ -29,26 +29,7 @@ use crate::pubsub::PubSub;
 use crate::relay::{Backoff, RelaySettings, Shared};
 
 /// The running service.
-#[derive(Debug)]
-pub struct Running {
-    pub grpc_addr: std::net::SocketAddr,
-    pub admin_addr: std::net::SocketAddr,
-    pub metrics: Metrics,
-    tasks: cls_service::Tasks,
-}
-
-impl Running {
-    /// Stops accepting calls, lets in-flight calls and publish batches finish, hands the shard
-    /// leases back, and returns (after at most the shutdown timeout).
-    pub async fn shutdown(self) {
-        self.tasks.shutdown().await;
-    }
-
-    /// Stops every task at once, as if the process died (tests).
-    pub fn abort(self) {
-        self.tasks.abort();
-    }
-}
+pub type Running = cls_service::Running<Metrics>;
 
 /// Starts the relay, topic provisioning, pruning, the gRPC server on `grpc` and the admin
 /// server on `admin`. Neither Postgres nor Pub/Sub need to be up: the service retries and
@@ -115,12 +96,7 @@ pub async fn start(
     );
     tasks.spawn(admin::run(admin_listener, router, tasks.until_stopped()));
 
-    Ok(Running {
-        grpc_addr,
-        admin_addr,
-        metrics,
-        tasks,
-    })
+    Ok(Running::new(grpc_addr, admin_addr, metrics, tasks))
 }
 
 /// Ready when Postgres answers and the Pub/Sub topic can be reached (re-provisioned if it

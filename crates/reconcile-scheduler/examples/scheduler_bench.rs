@@ -220,7 +220,8 @@ async fn run_schedulers(db: &TestDb, url: &str, replicas: usize) -> anyhow::Resu
         running.push(reconcile_scheduler::start(&config, grpc, admin).await?);
     }
     let emitted = |r: &reconcile_scheduler::Running| {
-        r.metrics
+        r.service
+            .metrics
             .emitted
             .with_label_values(&["cluster", "never_reconciled"])
             .get()
@@ -239,7 +240,7 @@ async fn run_schedulers(db: &TestDb, url: &str, replicas: usize) -> anyhow::Resu
     let seconds = started.elapsed().as_secs_f64();
     let lag_p99 = running
         .iter()
-        .map(|r| quantile(&r.metrics.claim_lag, 0.99))
+        .map(|r| quantile(&r.service.metrics.claim_lag, 0.99))
         .fold(0.0, f64::max);
     for r in running {
         r.shutdown().await;

@@ -24,26 +24,23 @@ pub use scheduler::Scheduler;
 
 use crate::metrics::Metrics;
 
-/// The running service.
+/// The running service, and the replica id it stamps on its claims and events.
 #[derive(Debug)]
 pub struct Running {
-    pub grpc_addr: std::net::SocketAddr,
-    pub admin_addr: std::net::SocketAddr,
-    pub metrics: Metrics,
+    pub service: cls_service::Running<Metrics>,
     pub replica_id: String,
-    tasks: cls_service::Tasks,
 }
 
 impl Running {
     /// Stops accepting calls, finishes the current round and in-flight calls, and returns.
     pub async fn shutdown(self) {
-        self.tasks.shutdown().await;
+        self.service.shutdown().await;
     }
 
     /// Stops every task at once, as if the process died (tests): claims stay until they
     /// expire.
     pub fn abort(self) {
-        self.tasks.abort();
+        self.service.abort();
     }
 }
 
@@ -127,11 +124,8 @@ pub async fn start(
     );
     tasks.spawn(admin::run(admin_listener, router, tasks.until_stopped()));
     Ok(Running {
-        grpc_addr,
-        admin_addr,
-        metrics,
+        service: cls_service::Running::new(grpc_addr, admin_addr, metrics, tasks),
         replica_id: config.replica_id.clone(),
-        tasks,
     })
 }
 
@@ -174,7 +168,7 @@ fn before_scrape(
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (grpc, admin) = config.common.bind().await?;
     let running = start(&config, grpc, admin).await?;
-    tracing::info!(grpc = %running.grpc_addr, admin = %running.admin_addr, replica = %running.replica_id, "reconcile-scheduler running");
+    tracing::info!(grpc = %running.service.grpc_addr, admin = %running.service.admin_addr, replica = %running.replica_id, "reconcile-scheduler running");
     cls_service::shutdown_signal().await;
     running.shutdown().await;
     Ok(())

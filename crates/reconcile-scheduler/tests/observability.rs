@@ -463,7 +463,7 @@ async fn every_service_s_metrics_parse_and_keep_labels_bounded() {
         ),
         (
             "reconcile-scheduler",
-            scheduler.admin_addr,
+            scheduler.service.admin_addr,
             vec![
                 "reconcile_events_emitted_total",
                 "reconcile_claim_lag_seconds_bucket",

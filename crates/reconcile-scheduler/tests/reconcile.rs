@@ -401,7 +401,14 @@ async fn deleted_resources_are_never_reconciled_and_are_purged_after_retention()
         )
         .await;
     assert_eq!(status, 200, "a live nodepool was purged");
-    assert!(metric(scheduler.admin_addr, "reconcile_purged_resources_total").await >= Some(3.0));
+    assert!(
+        metric(
+            scheduler.service.admin_addr,
+            "reconcile_purged_resources_total"
+        )
+        .await
+            >= Some(3.0)
+    );
     scheduler.shutdown().await;
 }
 
@@ -439,9 +446,10 @@ async fn trigger_and_stats_over_grpc() {
     stack
         .reconciles_until(Duration::from_secs(15), |e| !of(e, &cluster).is_empty())
         .await;
-    let mut client = ReconcileSchedulerClient::connect(format!("http://{}", scheduler.grpc_addr))
-        .await
-        .unwrap();
+    let mut client =
+        ReconcileSchedulerClient::connect(format!("http://{}", scheduler.service.grpc_addr))
+            .await
+            .unwrap();
 
     let bad = client
         .trigger(TriggerRequest {
@@ -491,14 +499,18 @@ async fn trigger_and_stats_over_grpc() {
     assert_eq!(stats.due_now, 0);
     assert_eq!(
         metric(
-            scheduler.admin_addr,
+            scheduler.service.admin_addr,
             r#"reconcile_events_emitted_total{kind="cluster",reason="manual_trigger"}"#
         )
         .await,
         Some(1.0)
     );
     assert_eq!(
-        metric(scheduler.admin_addr, "reconcile_scheduled_resources").await,
+        metric(
+            scheduler.service.admin_addr,
+            "reconcile_scheduled_resources"
+        )
+        .await,
         Some(1.0)
     );
     scheduler.shutdown().await;

@@ -26,25 +26,7 @@ pub use config::Config;
 use crate::metrics::Metrics;
 
 /// The running service.
-#[derive(Debug)]
-pub struct Running {
-    pub grpc_addr: std::net::SocketAddr,
-    pub admin_addr: std::net::SocketAddr,
-    pub metrics: Metrics,
-    tasks: cls_service::Tasks,
-}
-
-impl Running {
-    /// Stops accepting calls, finishes in-flight ones and the current sweep, and returns.
-    pub async fn shutdown(self) {
-        self.tasks.shutdown().await;
-    }
-
-    /// Stops every task at once, as if the process died (tests).
-    pub fn abort(self) {
-        self.tasks.abort();
-    }
-}
+pub type Running = cls_service::Running<Metrics>;
 
 /// Starts the gRPC server, the sweep and the admin server. Postgres need not be up.
 pub async fn start(
@@ -87,12 +69,7 @@ pub async fn start(
 
     let router = admin::router(metrics.registry.clone(), readiness(pool), None);
     tasks.spawn(admin::run(admin_listener, router, tasks.until_stopped()));
-    Ok(Running {
-        grpc_addr,
-        admin_addr,
-        metrics,
-        tasks,
-    })
+    Ok(Running::new(grpc_addr, admin_addr, metrics, tasks))
 }
 
 fn readiness(pool: PgPool) -> admin::Readiness {
