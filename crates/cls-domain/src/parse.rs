@@ -30,7 +30,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8], dropped: &[&str]) -> Result<
     parse_value(&mut value, dropped)
 }
 
-/// Like [`parse_json`] for an already parsed value (the dropped keys are removed from it).
+/// Like [`parse_json`] for an already parsed value (the dropped keys are removed from it;
+/// after a failure it holds what remained with the values at fault left out).
 ///
 /// Every structural problem is reported at once: after a type error or a missing required
 /// field, the value at fault is left out and parsing goes on, so a body with three missing
@@ -63,7 +64,7 @@ pub fn parse_value_checked<T: DeserializeOwned>(
     let mut errors: Vec<FieldError> = Vec::new();
     // Paths of values left out or stood in for: their violations are already reported.
     let mut at_fault: Vec<String> = Vec::new();
-    // Missing required fields stood in for, with the placeholder tried.
+    // Missing required fields stood in for, with how many stand-ins were tried.
     let mut standing_in: HashMap<String, usize> = HashMap::new();
     // Each round parses the whole body again and leaves out or stands in for one value. The
     // cap bounds the work a hostile body can cause (a round per problem, each over up to
@@ -119,19 +120,18 @@ pub fn parse_value_checked<T: DeserializeOwned>(
             member.push(Segment::Map {
                 key: missing.to_owned(),
             });
-            if !set(value, &member, placeholder(0)) {
+            if !set(value, &member, Some(serde_json::Value::from(""))) {
                 break;
             }
             at_fault.push(field.clone());
             standing_in.insert(field, 0);
         } else if let Some(tried) = standing_in.get_mut(&at) {
-            // The placeholder does not fit the field's type: the next one, or else leave the
-            // whole object out.
+            // The stand-in does not have the field's type: one of the type the error names,
+            // or else leave the enclosing object out.
             *tried += 1;
-            let next = placeholder(*tried);
-            let fits = match next {
-                Some(next) => set(value, &segments, Some(next)),
-                None => false,
+            let fits = match placeholder_for(&message) {
+                Some(next) if *tried < 2 => set(value, &segments, Some(next)),
+                _ => false,
             };
             if !fits {
                 let _ = leave_out(value, &segments);
@@ -153,12 +153,27 @@ pub fn parse_value_checked<T: DeserializeOwned>(
 
 const MAX_ROUNDS: usize = 16;
 
-/// Stand-ins for a missing required field, tried in turn until one has the field's type.
-fn placeholder(tried: usize) -> Option<serde_json::Value> {
+/// A stand-in of the type a deserialization error says it expected (`invalid type: …,
+/// expected a sequence`), if it names one.
+fn placeholder_for(message: &str) -> Option<serde_json::Value> {
     use serde_json::json;
-    [json!(""), json!(0), json!(false), json!({}), json!([])]
-        .into_iter()
-        .nth(tried)
+    let (_, expected) = message.rsplit_once("expected ")?;
+    let numbers = [
+        "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64",
+    ];
+    if expected.contains("string") {
+        Some(json!(""))
+    } else if expected.contains("struct") || expected.contains("map") {
+        Some(json!({}))
+    } else if expected.contains("sequence") || expected.contains("array") {
+        Some(json!([]))
+    } else if expected.contains("bool") {
+        Some(json!(false))
+    } else if numbers.iter().any(|n| expected.starts_with(n)) || expected.contains("integer") {
+        Some(json!(0))
+    } else {
+        None
+    }
 }
 
 /// Whether `field` is `gone`, inside it or one of its enclosing objects.
@@ -448,6 +463,26 @@ mod tests {
         assert!(
             errors[0].starts_with("labels.k00: invalid type"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_of_any_type_is_stood_in_for_and_parsing_goes_on() {
+        use crate::validate::validate_nodepool_create;
+        // `size` is a number: the string stand-in does not fit, the number one does.
+        let errors = checked_errors::<CreateNodePoolRequest>(
+            json!({"name": "Bad", "spec": {"platform": {"type": "gcp",
+                "gcp": {"instanceType": "n2", "rootVolume": {}}}}}),
+            |r| validate_nodepool_create(r, None).err().unwrap_or_default(),
+        );
+        assert_eq!(
+            errors,
+            vec![
+                "spec.platform.gcp.rootVolume.size: is required",
+                "spec.platform.gcp.rootVolume.type: is required",
+                "name: must be a lowercase DNS label: start with a lowercase letter, contain \
+                 only lowercase letters, digits, or hyphens, and end with a letter or digit",
+            ]
         );
     }
 }
