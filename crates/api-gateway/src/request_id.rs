@@ -24,17 +24,6 @@ pub async fn scope<F: std::future::Future>(
     cls_telemetry::request::scope(request, fut).await
 }
 
-/// The trace context to store with what the current request writes (outbox rows): the
-/// current span's when tracing, else the client's `traceparent` (so a controller can still
-/// continue the caller's trace), else none.
-pub fn traceparent() -> Option<String> {
-    cls_telemetry::traceparent(&tracing::Span::current()).or_else(|| {
-        cls_telemetry::request::current()
-            .and_then(|r| r.traceparent)
-            .filter(|t| cls_domain::event::is_valid_traceparent(t))
-    })
-}
-
 /// The client's id if it is at most 128 safe characters, else a new UUID.
 pub fn from_headers(headers: &HeaderMap) -> String {
     headers

@@ -18,23 +18,27 @@ pub fn client_span(service: &'static str, method: &'static str) -> tracing::Span
     )
 }
 
-/// Adds the trace context and the request id to an outgoing request: the current span's
-/// `traceparent` when tracing, else the client's (passed through, as for outbox rows); the id
-/// of the request being served, if any.
-pub fn inject(request: &mut Request<()>) {
-    let served = cls_telemetry::request::current();
-    let traceparent = cls_telemetry::traceparent(&tracing::Span::current()).or_else(|| {
-        served
-            .as_ref()
-            .and_then(|r| r.traceparent.clone())
+/// The trace context to send with what the current task does (gRPC calls, outbox rows): the
+/// current span's `traceparent` when tracing, else the client's of the request being served
+/// (passed through, so a peer or a controller can still continue the caller's trace), else
+/// none.
+pub fn current_traceparent() -> Option<String> {
+    cls_telemetry::traceparent(&tracing::Span::current()).or_else(|| {
+        cls_telemetry::request::current()
+            .and_then(|r| r.traceparent)
             .filter(|t| cls_domain::event::is_valid_traceparent(t))
-    });
-    if let Some(traceparent) = traceparent
+    })
+}
+
+/// Adds the trace context ([`current_traceparent`]) and the id of the request being served,
+/// if any, to an outgoing request.
+pub fn inject(request: &mut Request<()>) {
+    if let Some(traceparent) = current_traceparent()
         && let Ok(value) = traceparent.parse()
     {
         request.metadata_mut().insert("traceparent", value);
     }
-    if let Some(served) = served
+    if let Some(served) = cls_telemetry::request::current()
         && let Ok(value) = served.id.parse()
     {
         request

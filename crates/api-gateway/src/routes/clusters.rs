@@ -65,7 +65,7 @@ pub(crate) fn cluster_event(
         action,
         generation: cluster.generation,
         timestamp: now,
-        traceparent: crate::request_id::traceparent(),
+        traceparent: cls_rpc::trace::current_traceparent(),
     }
     .envelope()
 }

@@ -58,7 +58,7 @@ pub(crate) fn nodepool_event(
         action,
         generation: nodepool.generation,
         timestamp: now,
-        traceparent: crate::request_id::traceparent(),
+        traceparent: cls_rpc::trace::current_traceparent(),
     }
     .envelope()
 }
