@@ -189,6 +189,16 @@ pub fn validate_cluster_update(
     }
 }
 
+/// What [`validate_cluster_create`] finds, to report beside a body's structural problems.
+pub fn cluster_create_violations(
+    req: CreateClusterRequest,
+    defaults: ReleaseDefaults<'_>,
+) -> Vec<FieldError> {
+    validate_cluster_create(req, defaults)
+        .err()
+        .unwrap_or_default()
+}
+
 /// What [`validate_cluster_update`] finds without the stored cluster (the immutable fields
 /// are checked once it is loaded), to report beside a body's structural problems.
 pub fn cluster_update_violations(

@@ -11,7 +11,8 @@ use cls_domain::resource::{
 };
 use cls_domain::status::Phase;
 use cls_domain::validate::{
-    ClusterIdentity, cluster_update_violations, validate_cluster_create, validate_cluster_update,
+    ClusterIdentity, cluster_create_violations, cluster_update_violations, validate_cluster_create,
+    validate_cluster_update,
 };
 use cls_storage::idempotency::StoredResponse;
 use cls_storage::{clusters, outbox};
@@ -110,9 +111,7 @@ pub(crate) async fn create_cluster(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let request: CreateClusterRequest = json_body(&req, &body, &SERVER_OWNED_FIELDS, |rest| {
-        validate_cluster_create(rest, state.release_defaults())
-            .err()
-            .unwrap_or_default()
+        cluster_create_violations(rest, state.release_defaults())
     })?;
     let idempotent = Idempotent::from_request(&req, &body)?;
     let new =
