@@ -66,6 +66,7 @@ impl GrpcServer {
         tonic::transport::Server::builder()
             .timeout(CALL_TIMEOUT)
             .trace_fn(crate::trace::server_span)
+            .layer(crate::trace::RequestScopeLayer)
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(
                 // Without TCP_NODELAY a response's frames (headers, data, trailers) wait on

@@ -3,6 +3,7 @@
 //! RPC conventions.
 
 use tonic::Request;
+use tonic::codegen::http;
 use tracing::field::Empty;
 
 /// The span of an outgoing call; run the call inside it (`.instrument(span)`) so the
@@ -47,6 +48,65 @@ pub fn inject(request: &mut Request<()>) {
     }
 }
 
+/// The request an incoming call serves: the caller's `x-request-id` (if it is safe to use)
+/// and `traceparent`. `None` for a call made for no request (a scheduler round).
+fn served_request(headers: &http::HeaderMap) -> Option<cls_telemetry::request::Request> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let id = header(cls_telemetry::request::HEADER)
+        .filter(|id| cls_telemetry::request::is_safe_id(id))?;
+    Some(cls_telemetry::request::Request {
+        id: id.to_owned(),
+        traceparent: header("traceparent").map(str::to_owned),
+    })
+}
+
+/// Runs every incoming call as part of the request it serves ([`served_request`]), so the
+/// calls it makes in turn (the status-aggregator's reconcile trigger) carry the same request
+/// id: a request is one `request_id` in the logs of every service it crosses, not only of the
+/// first peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestScopeLayer;
+
+impl<S> tower_layer::Layer<S> for RequestScopeLayer {
+    type Service = RequestScope<S>;
+
+    fn layer(&self, inner: S) -> RequestScope<S> {
+        RequestScope { inner }
+    }
+}
+
+/// See [`RequestScopeLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestScope<S> {
+    inner: S,
+}
+
+impl<S, B> tonic::codegen::Service<http::Request<B>> for RequestScope<S>
+where
+    S: tonic::codegen::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let served = served_request(request.headers());
+        let call = self.inner.call(request);
+        match served {
+            Some(served) => Box::pin(cls_telemetry::request::scope(served, call)),
+            None => Box::pin(call),
+        }
+    }
+}
+
 /// The span of an incoming call, a child of the caller's `traceparent`. Health checks and
 /// reflection get none (probes would drown the traces).
 pub fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
@@ -70,10 +130,8 @@ pub fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
     let traceparent = header("traceparent");
     cls_telemetry::set_remote_parent(&span, traceparent);
-    if let Some(id) =
-        header(cls_telemetry::request::HEADER).filter(|id| cls_telemetry::request::is_safe_id(id))
-    {
-        span.record("request_id", id);
+    if let Some(served) = served_request(request.headers()) {
+        span.record("request_id", served.id);
     }
     span.record("trace_id", cls_telemetry::trace_id(&span, traceparent));
     span
