@@ -313,9 +313,16 @@ pub async fn mark_deleted(
         .returning(NodePoolRow::as_returning())
         .load(conn)
         .await?;
-        diesel::delete(reconcile_schedule::table.filter(reconcile_schedule::cluster_id.eq(id)))
-            .execute(conn)
-            .await?;
+        // By primary key: the cluster's row and those of the nodepools deleted with it (a
+        // nodepool deleted earlier took its row with it).
+        let scheduled: Vec<Uuid> = std::iter::once(id)
+            .chain(nodepools.iter().map(|np| np.id))
+            .collect();
+        diesel::delete(
+            reconcile_schedule::table.filter(reconcile_schedule::resource_id.eq_any(scheduled)),
+        )
+        .execute(conn)
+        .await?;
         let mut nodepools = all(nodepools, NodePoolRow::into_domain)?;
         nodepools.sort_by_key(|np| (np.created_at, np.id));
         Ok(DeletedCluster {

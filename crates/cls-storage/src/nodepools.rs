@@ -305,11 +305,9 @@ pub async fn mark_deleted(
         .await
         .optional()?
         .ok_or(StorageError::NotFound)?;
-        diesel::delete(
-            reconcile_schedule::table.filter(reconcile_schedule::nodepool_id.eq(Some(id))),
-        )
-        .execute(conn)
-        .await?;
+        diesel::delete(reconcile_schedule::table.filter(reconcile_schedule::resource_id.eq(id)))
+            .execute(conn)
+            .await?;
         row.into_domain()
     })
 }

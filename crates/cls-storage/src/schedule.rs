@@ -63,10 +63,10 @@ struct DueRow {
     last_reconciled_at: Option<OffsetDateTime>,
     #[diesel(sql_type = Nullable<Text>)]
     pending_reason: Option<String>,
-    #[diesel(sql_type = Timestamptz)]
-    created_at: OffsetDateTime,
-    #[diesel(sql_type = BigInt)]
-    generation: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    created_at: Option<OffsetDateTime>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    generation: Option<i64>,
     #[diesel(sql_type = Nullable<Text>)]
     phase: Option<String>,
     #[diesel(sql_type = Bool)]
@@ -113,7 +113,7 @@ pub async fn claim_due(
                 COALESCE(np.created_at, c.created_at) AS created_at,
                 COALESCE(np.generation, c.generation) AS generation,
                 CASE WHEN cl.nodepool_id IS NULL THEN c.phase ELSE np.phase END AS phase,
-                (c.deleted_at IS NOT NULL
+                (c.id IS NULL OR c.deleted_at IS NOT NULL
                  OR cl.nodepool_id IS NOT NULL AND (np.id IS NULL OR np.deleted_at IS NOT NULL))
                     AS gone,
                 CASE WHEN cl.nodepool_id IS NULL
@@ -123,7 +123,8 @@ pub async fn claim_due(
                             WHERE nodepool_id = cl.nodepool_id)
                 END AS min_observed_generation
            FROM claimed cl
-           JOIN clusters c ON c.id = cl.cluster_id
+           -- No foreign keys: a row whose resource is gone altogether comes back as gone too.
+           LEFT JOIN clusters c ON c.id = cl.cluster_id
            LEFT JOIN nodepools np ON np.id = cl.nodepool_id
           ORDER BY cl.claimed_due_at")
     .bind::<Timestamptz, _>(truncate_to_micros(now))
@@ -143,21 +144,24 @@ pub async fn claim_due(
                     nodepool_id,
                 },
             };
-            let facts = if row.gone {
-                None
-            } else {
-                let phase: Phase = decode("phase", row.phase.map_or(Value::Null, Value::String))?;
-                Some(ReconcileFacts {
-                    created_at: row.created_at,
-                    last_reconciled_at: row.last_reconciled_at,
-                    generation: row.generation,
-                    phase,
-                    min_observed_generation: row.min_observed_generation,
-                    pending_reason: row
-                        .pending_reason
-                        .as_deref()
-                        .and_then(ReconcileReason::parse),
-                })
+            let facts = match (row.gone, row.created_at, row.generation) {
+                (false, Some(created_at), Some(generation)) => {
+                    let phase: Phase =
+                        decode("phase", row.phase.map_or(Value::Null, Value::String))?;
+                    Some(ReconcileFacts {
+                        created_at,
+                        last_reconciled_at: row.last_reconciled_at,
+                        generation,
+                        phase,
+                        min_observed_generation: row.min_observed_generation,
+                        pending_reason: row
+                            .pending_reason
+                            .as_deref()
+                            .and_then(ReconcileReason::parse),
+                    })
+                }
+                // Gone: deleted, or (the schedule has no foreign keys) no longer stored.
+                _ => None,
             };
             Ok(DueItem {
                 resource,
@@ -366,9 +370,9 @@ pub async fn stats(
 }
 
 /// Hard-deletes up to `limit` clusters and up to `limit` nodepools soft-deleted before
-/// `cutoff` (SPEC §3.5), cascading to their nodepools, status rows and schedules. Rows another
-/// replica is purging are skipped, so replicas share the work. Returns how many resources
-/// were purged.
+/// `cutoff` (SPEC §3.5), cascading to their nodepools and status rows (their schedule rows
+/// went when they were soft-deleted). Rows another replica is purging are skipped, so replicas
+/// share the work. Returns how many resources were purged.
 pub async fn purge_deleted(
     conn: &mut AsyncPgConnection,
     cutoff: OffsetDateTime,

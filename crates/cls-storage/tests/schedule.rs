@@ -7,7 +7,7 @@ use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::{ResourceKind, SERVER_OWNED_FIELDS};
 use cls_domain::validate::{ReleaseDefaults, validate_cluster_create};
 use cls_storage::schedule::{self, Claim, Completion};
-use cls_storage::{AsyncPgConnection, clusters};
+use cls_storage::{AsyncPgConnection, clusters, nodepools};
 use cls_test_support::TestDb;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -33,6 +33,25 @@ async fn cluster(conn: &mut AsyncPgConnection, name: &str, created: OffsetDateTi
         .await
         .unwrap();
     id
+}
+
+async fn nodepool(conn: &mut AsyncPgConnection, cluster_id: Uuid, name: &str) -> Uuid {
+    let body = serde_json::json!({"name": name, "spec": {"replicas": 1,
+        "platform": {"type": "gcp", "gcp": {"instanceType": "n2-standard-4"}}}});
+    let request =
+        cls_domain::parse::parse_json(body.to_string().as_bytes(), &SERVER_OWNED_FIELDS).unwrap();
+    let new = cls_domain::validate::validate_nodepool_create(request, Some("4.16.0")).unwrap();
+    let owner = cls_domain::identity::Caller::User("alice@example.com".into());
+    let locked = clusters::lock_live(conn, &owner, cluster_id).await.unwrap();
+    let id = Uuid::now_v7();
+    nodepools::create(conn, &locked, "alice@example.com", &new, id, T0)
+        .await
+        .unwrap();
+    id
+}
+
+async fn scheduled(conn: &mut AsyncPgConnection) -> i64 {
+    schedule::stats(conn, T0, s(60)).await.unwrap().scheduled
 }
 
 fn claim(replica: &str, until: OffsetDateTime) -> Claim {
@@ -283,4 +302,68 @@ async fn purge_removes_only_resources_deleted_before_the_cutoff() {
                 .is_some()
         );
     }
+}
+
+#[tokio::test]
+async fn deletion_takes_the_schedule_rows_and_a_row_left_without_its_resource_is_claimed_as_gone() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let doomed = cluster(&mut conn, "doomed", T0).await;
+    nodepool(&mut conn, doomed, "first").await;
+    let second = nodepool(&mut conn, doomed, "second").await;
+    let kept = cluster(&mut conn, "kept", T0).await;
+    let kept_pool = nodepool(&mut conn, kept, "pool").await;
+    assert_eq!(scheduled(&mut conn).await, 5);
+
+    // A nodepool deleted on its own, then its cluster with the remaining one.
+    nodepools::mark_deleted(&mut conn, second, T0 + s(1))
+        .await
+        .unwrap();
+    assert_eq!(scheduled(&mut conn).await, 4);
+    clusters::mark_deleted(&mut conn, doomed, T0 + s(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        scheduled(&mut conn).await,
+        2,
+        "only the live cluster and its nodepool"
+    );
+    let due = schedule::claim_due(&mut conn, &claim("r1", T0 + s(40)), T0 + s(10), 10)
+        .await
+        .unwrap();
+    let mut ids: Vec<Uuid> = due.iter().map(|i| i.resource.id()).collect();
+    ids.sort();
+    let mut live = vec![kept, kept_pool];
+    live.sort();
+    assert_eq!(ids, live);
+    assert!(due.iter().all(|i| i.facts.is_some()));
+
+    // The schedule has no foreign keys: a row whose resource is not stored at all (it cannot
+    // happen through the repository) is claimed as gone, so the scheduler forgets it, and
+    // purging the deleted cluster does not depend on it.
+    let orphan = Uuid::now_v7();
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, next_due_at)
+             VALUES ($1, 'cluster', $1, $2)",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(orphan)
+        .bind::<diesel::sql_types::Timestamptz, _>(T0),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    let due = schedule::claim_due(&mut conn, &claim("r1", T0 + s(41)), T0 + s(11), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].resource.id(), orphan);
+    assert_eq!(due[0].facts, None);
+    assert_eq!(
+        schedule::purge_deleted(&mut conn, T0 + s(100), 100)
+            .await
+            .unwrap(),
+        3,
+        "the deleted cluster and its two nodepools"
+    );
 }
