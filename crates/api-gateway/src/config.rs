@@ -31,6 +31,8 @@ pub mod env {
     pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
     pub const SHUTDOWN_TIMEOUT: &str = "SHUTDOWN_TIMEOUT";
     pub const IDEMPOTENCY_TTL: &str = "IDEMPOTENCY_TTL";
+    pub const IDEMPOTENCY_PRUNE_INTERVAL: &str = "IDEMPOTENCY_PRUNE_INTERVAL";
+    pub const IDEMPOTENCY_PRUNE_BATCH: &str = "IDEMPOTENCY_PRUNE_BATCH";
     pub const HTTP_WORKERS: &str = "HTTP_WORKERS";
     pub const STATUS_AGGREGATOR_URL: &str = "STATUS_AGGREGATOR_URL";
     pub const RECONCILE_SCHEDULER_URL: &str = "RECONCILE_SCHEDULER_URL";
@@ -84,6 +86,9 @@ pub struct Config {
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub idempotency_ttl: Duration,
+    /// How often expired idempotency records are deleted, and how many per statement.
+    pub idempotency_prune_interval: Duration,
+    pub idempotency_prune_batch: i64,
     pub http_workers: usize,
     /// `http://host:port` of the status-aggregator's gRPC server.
     pub status_aggregator_url: String,
@@ -175,6 +180,13 @@ impl Config {
             request_timeout: vars.duration(env::REQUEST_TIMEOUT, Duration::from_secs(30))?,
             shutdown_timeout: vars.duration(env::SHUTDOWN_TIMEOUT, Duration::from_secs(30))?,
             idempotency_ttl: vars.duration(env::IDEMPOTENCY_TTL, Duration::from_secs(24 * 3600))?,
+            idempotency_prune_interval: vars
+                .positive_duration(env::IDEMPOTENCY_PRUNE_INTERVAL, Duration::from_secs(300))?,
+            idempotency_prune_batch: vars.number(
+                env::IDEMPOTENCY_PRUNE_BATCH,
+                1000,
+                1..=100_000,
+            )?,
             http_workers: vars.number(env::HTTP_WORKERS, default_workers(), 1..=256)?,
             status_aggregator_url: vars
                 .url(env::STATUS_AGGREGATOR_URL, "http://127.0.0.1:50051")?,

@@ -91,12 +91,14 @@ impl AppState {
     }
 }
 
-/// The running API and admin servers.
+/// The running API and admin servers, and the gateway's clean-up of expired idempotency
+/// records.
 pub struct Running {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     api: Server,
     admin: Server,
+    tasks: cls_service::Tasks,
 }
 
 impl std::fmt::Debug for Running {
@@ -116,6 +118,7 @@ impl Running {
     /// Serves until both servers stop (SIGTERM/SIGINT drain in-flight requests first).
     pub async fn wait(self) -> anyhow::Result<()> {
         let (api, admin) = tokio::join!(self.api, self.admin);
+        self.tasks.shutdown().await;
         api.context("API server")?;
         admin.context("admin server")?;
         Ok(())
@@ -134,6 +137,14 @@ pub fn start(
     let admin_addr = admin.local_addr()?;
     let data = web::Data::from(state);
     let cors_origins = config.cors_allowed_origins.clone();
+
+    let mut tasks = cls_service::Tasks::new(config.shutdown_timeout);
+    tasks.spawn(prune_idempotency_keys(
+        data.clone().into_inner(),
+        config.idempotency_prune_interval,
+        config.idempotency_prune_batch,
+        tasks.stopped(),
+    ));
 
     let api_data = data.clone();
     let api_server = HttpServer::new(move || {
@@ -167,5 +178,34 @@ pub fn start(
         admin_addr,
         api: api_server,
         admin: admin_server,
+        tasks,
     })
+}
+
+/// Deletes idempotency records past `IDEMPOTENCY_TTL` (they no longer answer a retry), in
+/// batches, every `interval`; replicas share the work.
+async fn prune_idempotency_keys(
+    state: Arc<AppState>,
+    interval: Duration,
+    batch: i64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let job = cls_service::cleanup::Cleanup {
+        name: "idempotency key prune",
+        interval,
+        batch,
+    };
+    cls_service::cleanup::run(job, stop, |limit| {
+        let state = state.clone();
+        async move {
+            let mut conn = state.pool.get().await.map_err(|e| e.to_string())?;
+            let now = time::OffsetDateTime::now_utc();
+            let pruned = cls_storage::idempotency::prune_expired(&mut conn, now, limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            state.metrics.idempotency_pruned.inc_by(pruned as u64);
+            Ok(pruned)
+        }
+    })
+    .await;
 }

@@ -1,6 +1,8 @@
 //! Prometheus metrics of the gateway, served on the admin port (`METRICS_PORT`).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -11,6 +13,8 @@ pub struct Metrics {
     status_reports: IntCounterVec,
     pub db_connections: IntGauge,
     pub db_idle_connections: IntGauge,
+    /// Expired idempotency records deleted.
+    pub idempotency_pruned: IntCounter,
 }
 
 impl Metrics {
@@ -66,6 +70,11 @@ impl Metrics {
             "idle database connections in the pool",
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let idempotency_pruned = IntCounter::new(
+            "idempotency_keys_pruned_total",
+            "expired Idempotency-Key records deleted",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -73,6 +82,7 @@ impl Metrics {
             Box::new(status_reports.clone()),
             Box::new(db_connections.clone()),
             Box::new(db_idle_connections.clone()),
+            Box::new(idempotency_pruned.clone()),
         ] {
             registry
                 .register(collector)
@@ -86,6 +96,7 @@ impl Metrics {
             status_reports,
             db_connections,
             db_idle_connections,
+            idempotency_pruned,
         }
     }
 

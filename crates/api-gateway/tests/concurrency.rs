@@ -188,6 +188,46 @@ async fn idempotent_retries_make_one_resource_and_one_event() {
     assert_problem(status, &body, 400, "VALIDATION_FAILED");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_idempotency_records_are_pruned_in_the_background() {
+    let app = TestApp::spawn_with(&[
+        ("IDEMPOTENCY_TTL", "1s"),
+        ("IDEMPOTENCY_PRUNE_INTERVAL", "1s"),
+    ])
+    .await;
+    let records = async || -> Vec<String> {
+        use diesel::QueryDsl as _;
+        use diesel_async::RunQueryDsl as _;
+        cls_storage::schema::idempotency_keys::table
+            .select(cls_storage::schema::idempotency_keys::key)
+            .load(&mut app.db.conn().await)
+            .await
+            .unwrap()
+    };
+    let (status, _) = app
+        .read_with_key("/api/v1/clusters", ALICE, "short-lived", &cli_cluster("a"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(records().await, ["short-lived"]);
+
+    // Gone within a few prune intervals after it expired, without any request touching it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !records().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired record is still stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let metrics = app.gateway_metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "idempotency_keys_pruned_total 1"),
+        "{metrics}"
+    );
+}
+
 trait KeyedPost {
     async fn read_with_key(
         &self,

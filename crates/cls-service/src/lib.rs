@@ -3,6 +3,7 @@
 //! the shutdown signal. No domain logic and no SQL.
 
 pub mod admin;
+pub mod cleanup;
 pub mod config;
 pub mod logging;
 pub mod tasks;

@@ -125,28 +125,23 @@ pub async fn complete(
     Ok(())
 }
 
-/// Deletes up to `batch` expired records; returns how many went.
+/// Deletes up to `batch` records expired at `now` (oldest first); returns how many went.
+/// Records another gateway replica is deleting, or a retry is claiming, are skipped.
 pub async fn prune_expired(
     conn: &mut AsyncPgConnection,
     now: OffsetDateTime,
     batch: i64,
 ) -> Result<usize, StorageError> {
-    let expired = idempotency_keys::table
-        .filter(idempotency_keys::expires_at.le(now))
-        .select((idempotency_keys::caller, idempotency_keys::key))
-        .limit(batch)
-        .load::<(String, String)>(conn)
-        .await?;
-    let mut deleted = 0;
-    for (caller, key) in expired {
-        deleted += diesel::delete(
-            idempotency_keys::table
-                .filter(idempotency_keys::caller.eq(caller))
-                .filter(idempotency_keys::key.eq(key))
-                .filter(idempotency_keys::expires_at.le(now)),
-        )
-        .execute(conn)
-        .await?;
-    }
-    Ok(deleted)
+    Ok(crate::prepared::sql(
+        "WITH expired AS (
+             SELECT caller, key FROM idempotency_keys WHERE expires_at <= $1
+              ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+         )
+         DELETE FROM idempotency_keys k USING expired e
+          WHERE k.caller = e.caller AND k.key = e.key",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(truncate_to_micros(now))
+    .bind::<diesel::sql_types::BigInt, _>(batch)
+    .execute(conn)
+    .await?)
 }

@@ -166,39 +166,27 @@ async fn prune(
     retention: Duration,
     interval: Duration,
     batch: i64,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let retention = time::Duration::try_from(retention).unwrap_or(time::Duration::WEEK);
-    loop {
-        let before = OffsetDateTime::now_utc() - retention;
-        loop {
-            let pruned = async {
-                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-                outbox::prune_published(&mut conn, before, batch)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            .await;
-            match pruned {
-                Ok(n) => {
-                    metrics.pruned.inc_by(n as u64);
-                    if (n as i64) < batch || *stop.borrow() {
-                        break;
-                    }
-                    // Leave room for the relay between batches.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot prune the outbox");
-                    break;
-                }
-            }
+    let job = cls_service::cleanup::Cleanup {
+        name: "outbox prune",
+        interval,
+        batch,
+    };
+    cls_service::cleanup::run(job, stop, |limit| {
+        let (pool, metrics) = (pool.clone(), metrics.clone());
+        async move {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            let before = OffsetDateTime::now_utc() - retention;
+            let pruned = outbox::prune_published(&mut conn, before, limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            metrics.pruned.inc_by(pruned as u64);
+            Ok(pruned)
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-    }
+    })
+    .await;
 }
 
 /// Runs the service until SIGTERM/SIGINT (the binary's body).

@@ -196,37 +196,27 @@ pub async fn purge_loop(
     retention: time::Duration,
     interval: Duration,
     batch: i64,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        loop {
-            let purged = async {
-                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-                let cutoff = OffsetDateTime::now_utc() - retention;
-                schedule::purge_deleted(&mut conn, cutoff, batch)
-                    .await
-                    .map_err(|e| e.to_string())
+    let job = cls_service::cleanup::Cleanup {
+        name: "purge of deleted resources",
+        interval,
+        batch,
+    };
+    cls_service::cleanup::run(job, stop, |limit| {
+        let (pool, metrics) = (pool.clone(), metrics.clone());
+        async move {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            let cutoff = OffsetDateTime::now_utc() - retention;
+            let purged = schedule::purge_deleted(&mut conn, cutoff, limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            metrics.purged.inc_by(purged as u64);
+            if purged > 0 {
+                tracing::info!(purged, "purged deleted resources");
             }
-            .await;
-            match purged {
-                Ok(n) => {
-                    metrics.purged.inc_by(n as u64);
-                    if n > 0 {
-                        tracing::info!(purged = n, "purged deleted resources");
-                    }
-                    if (n as i64) < batch || *stop.borrow() {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "purge failed; retrying later");
-                    break;
-                }
-            }
+            Ok(purged)
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-    }
+    })
+    .await;
 }
