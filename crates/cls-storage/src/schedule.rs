@@ -1,14 +1,19 @@
 //! The reconcile schedule (SPEC §6): one row per live cluster and nodepool with its next due
-//! time, claimed by scheduler replicas.
+//! time, worked through by scheduler replicas.
 //!
-//! A claim ([`claim_due`]) is a lease: it stamps the row with the replica and moves
-//! `next_due_at` to the lease's expiry, so rows being worked on are not due and a claim that
-//! is never completed (the replica died) makes the row due again when it expires. The due time
-//! the claim serves is kept in `claimed_due_at` until the claim completes, so a re-claim after
-//! a lost acknowledgement serves the same due item (and emits the same event id).
-//! [`complete`] and [`release`] only touch rows still held by the same claim; a reactive
-//! [`trigger`] moves the due time even under a claim, and completion then keeps it, so the
-//! change a trigger announces is never lost.
+//! A round locks its due rows ([`lock_due`]: `FOR UPDATE SKIP LOCKED`, in a transaction that
+//! lasts the whole round) and ends by storing the next due times once the round's events are
+//! durable ([`LockedDue::complete`]) or by making the rows due again later
+//! ([`LockedDue::release`]); either commits. Other replicas skip locked rows, so each due item
+//! is emitted by one replica. A replica that dies loses its connection and Postgres releases
+//! its rows at once; one that hangs loses them after `hold` (the transaction's
+//! `idle_in_transaction_session_timeout`). The due item a round serves (`claimed_due_at`, kept
+//! when a failed round releases it) names the event, so a re-emission after a lost
+//! acknowledgement carries the same id. One write per item: the completion (a lease written
+//! by the claim itself doubled the schedule's writes).
+//!
+//! A reactive [`trigger`] on a row in a round waits for the round to end and then applies to
+//! the completed row, so the change it announces is never lost.
 
 use cls_domain::event::ResourceRef;
 use cls_domain::reconcile::{ReconcileFacts, ReconcileReason};
@@ -18,7 +23,7 @@ use diesel::OptionalExtension as _;
 use diesel::sql_types::{
     Array, BigInt, Bool, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -28,11 +33,11 @@ use crate::prepared::sql;
 use crate::rows::decode;
 use crate::truncate_to_micros;
 
-/// A claimed schedule row with what the policy needs to decide on it.
+/// A due schedule row with what the policy needs to decide on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueItem {
     pub resource: ResourceRef,
-    /// The due time this claim serves (stable across re-claims of the same item).
+    /// The due time this round serves (stable across released rounds of the same item).
     pub due_at: OffsetDateTime,
     /// The facts for the policy; `None` when the resource (or its cluster) is deleted.
     pub facts: Option<ReconcileFacts>,
@@ -42,13 +47,6 @@ impl DueItem {
     pub fn last_reconciled_at(&self) -> Option<OffsetDateTime> {
         self.facts.and_then(|f| f.last_reconciled_at)
     }
-}
-
-/// A claim on a batch of rows: who holds it and until when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub replica: String,
-    pub until: OffsetDateTime,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -75,41 +73,121 @@ struct DueRow {
     min_observed_generation: Option<i64>,
 }
 
-/// Claims up to `limit` rows due at `now` (oldest due first), skipping rows another replica
-/// is claiming right now, and returns them with their facts. One statement: the rows are
-/// committed as claimed when it returns (outside a transaction) or with the caller's
-/// transaction.
+impl DueRow {
+    fn into_item(self) -> Result<DueItem, StorageError> {
+        let resource = match self.nodepool_id {
+            None => ResourceRef::Cluster {
+                cluster_id: self.cluster_id,
+            },
+            Some(nodepool_id) => ResourceRef::NodePool {
+                cluster_id: self.cluster_id,
+                nodepool_id,
+            },
+        };
+        let facts = match (self.gone, self.created_at, self.generation) {
+            (false, Some(created_at), Some(generation)) => {
+                let phase: Phase = decode("phase", self.phase.map_or(Value::Null, Value::String))?;
+                Some(ReconcileFacts {
+                    created_at,
+                    last_reconciled_at: self.last_reconciled_at,
+                    generation,
+                    phase,
+                    min_observed_generation: self.min_observed_generation,
+                    pending_reason: self
+                        .pending_reason
+                        .as_deref()
+                        .and_then(ReconcileReason::parse),
+                })
+            }
+            // Gone: deleted, or (the schedule has no foreign keys) no longer stored.
+            _ => None,
+        };
+        Ok(DueItem {
+            resource,
+            due_at: self.due_at,
+            facts,
+        })
+    }
+}
+
+/// A round's due items, locked until the round ends. End it with [`LockedDue::complete`] or
+/// [`LockedDue::release`]; dropped instead (the round was cancelled), its connection is left
+/// in a transaction, which the pool discards, so Postgres rolls back and the rows are due for
+/// the other replicas at once.
+pub struct LockedDue<'c> {
+    conn: &'c mut AsyncPgConnection,
+    /// Oldest due first. Items whose resource is gone are in the list (with no facts) but no
+    /// longer scheduled: their rows were removed with the lock.
+    pub items: Vec<DueItem>,
+}
+
+impl std::fmt::Debug for LockedDue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockedDue")
+            .field("items", &self.items)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one item of a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    pub resource_id: Uuid,
+    pub next_due_at: OffsetDateTime,
+}
+
+/// Starts a round: locks up to `limit` rows due at `now` (oldest due first), skipping rows in
+/// another replica's round, and reads their facts. Rows whose resource is gone are removed
+/// (deletion normally removes them itself; this covers any that slipped through). The locks
+/// hold until the round ends, or for at most `hold` while the connection is idle (a hung
+/// replica). `None`: nothing is due (and no transaction is left open).
 #[tracing::instrument(
-    name = "UPDATE reconcile_schedule",
+    name = "SELECT reconcile_schedule",
     level = "info",
     skip_all,
-    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "reconcile_schedule")
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "SELECT", db.collection.name = "reconcile_schedule")
 )]
-pub async fn claim_due(
+pub async fn lock_due(
     conn: &mut AsyncPgConnection,
-    claim: &Claim,
     now: OffsetDateTime,
     limit: i64,
+    hold: Duration,
+) -> Result<Option<LockedDue<'_>>, StorageError> {
+    AnsiTransactionManager::begin_transaction(conn).await?;
+    match lock_rows(conn, now, limit, hold).await {
+        Ok(items) if items.is_empty() => commit(conn, Ok(0)).await.map(|_| None),
+        Ok(items) => Ok(Some(LockedDue { conn, items })),
+        Err(e) => Err(rolled_back(conn, e).await),
+    }
+}
+
+async fn lock_rows(
+    conn: &mut AsyncPgConnection,
+    now: OffsetDateTime,
+    limit: i64,
+    hold: Duration,
 ) -> Result<Vec<DueItem>, StorageError> {
-    let rows: Vec<DueRow> = sql("WITH due AS (
-             SELECT resource_id FROM reconcile_schedule
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        #[allow(dead_code, reason = "set_config returns the value it set")]
+        set_config: String,
+    }
+    let hold_ms = hold.whole_milliseconds().max(1).to_string();
+    let _: Setting = sql("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+        .bind::<Text, _>(hold_ms)
+        .get_result(conn)
+        .await?;
+    let rows: Vec<DueRow> = sql("WITH due AS MATERIALIZED (
+             SELECT cluster_id, nodepool_id, COALESCE(claimed_due_at, next_due_at) AS due_at,
+                    last_reconciled_at, pending_reason
+               FROM reconcile_schedule
               WHERE next_due_at <= $1
               ORDER BY next_due_at
               LIMIT $2
               FOR UPDATE SKIP LOCKED
-         ), claimed AS (
-             UPDATE reconcile_schedule s
-                SET claimed_by = $3, claim_expires_at = $4, next_due_at = $4,
-                    claimed_due_at = COALESCE(s.claimed_due_at, s.next_due_at),
-                    -- The claim serves the pending trigger: a trigger from now on opens a
-                    -- new debounce window.
-                    pending_since = NULL
-               FROM due WHERE s.resource_id = due.resource_id
-             RETURNING s.cluster_id, s.nodepool_id, s.claimed_due_at, s.last_reconciled_at,
-                       s.pending_reason
          )
-         SELECT cl.cluster_id, cl.nodepool_id, cl.claimed_due_at AS due_at,
-                cl.last_reconciled_at, cl.pending_reason,
+         SELECT cl.cluster_id, cl.nodepool_id, cl.due_at, cl.last_reconciled_at, cl.pending_reason,
                 COALESCE(np.created_at, c.created_at) AS created_at,
                 COALESCE(np.generation, c.generation) AS generation,
                 CASE WHEN cl.nodepool_id IS NULL THEN c.phase ELSE np.phase END AS phase,
@@ -122,149 +200,114 @@ pub async fn claim_due(
                      ELSE (SELECT min(observed_generation) FROM nodepool_controller_status
                             WHERE nodepool_id = cl.nodepool_id)
                 END AS min_observed_generation
-           FROM claimed cl
+           FROM due cl
            -- No foreign keys: a row whose resource is gone altogether comes back as gone too.
            LEFT JOIN clusters c ON c.id = cl.cluster_id
            LEFT JOIN nodepools np ON np.id = cl.nodepool_id
-          ORDER BY cl.claimed_due_at")
+          ORDER BY cl.due_at")
     .bind::<Timestamptz, _>(truncate_to_micros(now))
     .bind::<BigInt, _>(limit)
-    .bind::<Text, _>(&claim.replica)
-    .bind::<Timestamptz, _>(truncate_to_micros(claim.until))
     .load(conn)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            let resource = match row.nodepool_id {
-                None => ResourceRef::Cluster {
-                    cluster_id: row.cluster_id,
-                },
-                Some(nodepool_id) => ResourceRef::NodePool {
-                    cluster_id: row.cluster_id,
-                    nodepool_id,
-                },
-            };
-            let facts = match (row.gone, row.created_at, row.generation) {
-                (false, Some(created_at), Some(generation)) => {
-                    let phase: Phase =
-                        decode("phase", row.phase.map_or(Value::Null, Value::String))?;
-                    Some(ReconcileFacts {
-                        created_at,
-                        last_reconciled_at: row.last_reconciled_at,
-                        generation,
-                        phase,
-                        min_observed_generation: row.min_observed_generation,
-                        pending_reason: row
-                            .pending_reason
-                            .as_deref()
-                            .and_then(ReconcileReason::parse),
-                    })
-                }
-                // Gone: deleted, or (the schedule has no foreign keys) no longer stored.
-                _ => None,
-            };
-            Ok(DueItem {
-                resource,
-                due_at: row.due_at,
-                facts,
-            })
-        })
-        .collect()
-}
-
-/// The outcome of one claimed item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Completion {
-    pub resource_id: Uuid,
-    pub next_due_at: OffsetDateTime,
-}
-
-/// Records that the claimed items were reconciled at `now` (their events are durable) and sets
-/// their next due times; clears pending triggers. Rows no longer held by `claim` (it expired
-/// and another replica took over, or a trigger arrived meanwhile) are left alone. Returns how
-/// many rows were updated.
-#[tracing::instrument(
-    name = "UPDATE reconcile_schedule",
-    level = "info",
-    skip_all,
-    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "reconcile_schedule")
-)]
-pub async fn complete(
-    conn: &mut AsyncPgConnection,
-    claim: &Claim,
-    now: OffsetDateTime,
-    done: &[Completion],
-) -> Result<usize, StorageError> {
-    let ids: Vec<Uuid> = done.iter().map(|c| c.resource_id).collect();
-    let next: Vec<OffsetDateTime> = done
+    let items = rows
+        .into_iter()
+        .map(DueRow::into_item)
+        .collect::<Result<Vec<_>, _>>()?;
+    let gone: Vec<Uuid> = items
         .iter()
-        .map(|c| truncate_to_micros(c.next_due_at))
+        .filter(|i| i.facts.is_none())
+        .map(|i| i.resource.id())
         .collect();
-    Ok(sql(
-        // `next_due_at = claim_expires_at`: no trigger arrived during the claim (a trigger
-        // moves the due time), so the policy's next due time applies and the pending trigger,
-        // if any, was served. Otherwise the newer trigger's due time and reason stay.
-        "UPDATE reconcile_schedule s
-            SET last_reconciled_at = $1,
-                next_due_at = CASE WHEN s.next_due_at = s.claim_expires_at
-                                   THEN u.next_due_at ELSE s.next_due_at END,
-                pending_reason = CASE WHEN s.next_due_at = s.claim_expires_at
-                                      THEN NULL ELSE s.pending_reason END,
-                pending_since = CASE WHEN s.next_due_at = s.claim_expires_at
-                                     THEN NULL ELSE s.pending_since END,
-                claimed_by = NULL, claim_expires_at = NULL, claimed_due_at = NULL
-           FROM unnest($2::uuid[], $3::timestamptz[]) AS u(id, next_due_at)
-          WHERE s.resource_id = u.id AND s.claimed_by = $4 AND s.claim_expires_at = $5",
-    )
-    .bind::<Timestamptz, _>(truncate_to_micros(now))
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<Timestamptz>, _>(next)
-    .bind::<Text, _>(&claim.replica)
-    .bind::<Timestamptz, _>(truncate_to_micros(claim.until))
-    .execute(conn)
-    .await?)
-}
-
-/// Gives claimed rows back without reconciling them (the publish failed): they are due again
-/// at `retry_at`, still serving the same due item. Rows no longer held by `claim` are left
-/// alone.
-pub async fn release(
-    conn: &mut AsyncPgConnection,
-    claim: &Claim,
-    ids: &[Uuid],
-    retry_at: OffsetDateTime,
-) -> Result<usize, StorageError> {
-    Ok(sql("UPDATE reconcile_schedule
-            SET next_due_at = CASE WHEN next_due_at = claim_expires_at
-                                   THEN $1 ELSE next_due_at END,
-                claimed_by = NULL, claim_expires_at = NULL
-          WHERE resource_id = ANY($2) AND claimed_by = $3 AND claim_expires_at = $4")
-    .bind::<Timestamptz, _>(truncate_to_micros(retry_at))
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Text, _>(&claim.replica)
-    .bind::<Timestamptz, _>(truncate_to_micros(claim.until))
-    .execute(conn)
-    .await?)
-}
-
-/// Drops the schedule rows of resources found deleted while claimed (normally deletion removes
-/// them in its own transaction; this covers rows that slipped through).
-pub async fn forget(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<usize, StorageError> {
-    Ok(
+    if !gone.is_empty() {
         sql("DELETE FROM reconcile_schedule WHERE resource_id = ANY($1)")
-            .bind::<Array<SqlUuid>, _>(ids)
+            .bind::<Array<SqlUuid>, _>(gone)
             .execute(conn)
-            .await?,
-    )
+            .await?;
+    }
+    Ok(items)
+}
+
+impl LockedDue<'_> {
+    /// Ends the round: the items were reconciled at `now` (their events are durable), so
+    /// their next due times are stored and their pending triggers cleared. Returns how many
+    /// rows were updated.
+    #[tracing::instrument(
+        name = "UPDATE reconcile_schedule",
+        level = "info",
+        skip_all,
+        fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "UPDATE", db.collection.name = "reconcile_schedule")
+    )]
+    pub async fn complete(
+        self,
+        now: OffsetDateTime,
+        done: &[Completion],
+    ) -> Result<usize, StorageError> {
+        let ids: Vec<Uuid> = done.iter().map(|c| c.resource_id).collect();
+        let next: Vec<OffsetDateTime> = done
+            .iter()
+            .map(|c| truncate_to_micros(c.next_due_at))
+            .collect();
+        let updated = sql("UPDATE reconcile_schedule s
+                SET last_reconciled_at = $1, next_due_at = u.next_due_at,
+                    pending_reason = NULL, pending_since = NULL,
+                    claimed_by = NULL, claim_expires_at = NULL, claimed_due_at = NULL
+               FROM unnest($2::uuid[], $3::timestamptz[]) AS u(id, next_due_at)
+              WHERE s.resource_id = u.id")
+        .bind::<Timestamptz, _>(truncate_to_micros(now))
+        .bind::<Array<SqlUuid>, _>(ids)
+        .bind::<Array<Timestamptz>, _>(next)
+        .execute(&mut *self.conn)
+        .await;
+        commit(self.conn, updated).await
+    }
+
+    /// Ends the round without reconciling `ids` (the publish failed): they are due again at
+    /// `retry_at`, still serving the same due items (the same event ids).
+    pub async fn release(
+        self,
+        ids: &[Uuid],
+        retry_at: OffsetDateTime,
+    ) -> Result<usize, StorageError> {
+        let updated = sql("UPDATE reconcile_schedule
+                SET claimed_due_at = COALESCE(claimed_due_at, next_due_at), next_due_at = $1
+              WHERE resource_id = ANY($2)")
+        .bind::<Timestamptz, _>(truncate_to_micros(retry_at))
+        .bind::<Array<SqlUuid>, _>(ids)
+        .execute(&mut *self.conn)
+        .await;
+        commit(self.conn, updated).await
+    }
+}
+
+/// Commits after `outcome`, or rolls back if it failed.
+async fn commit(
+    conn: &mut AsyncPgConnection,
+    outcome: diesel::QueryResult<usize>,
+) -> Result<usize, StorageError> {
+    match outcome {
+        Ok(n) => {
+            AnsiTransactionManager::commit_transaction(conn).await?;
+            Ok(n)
+        }
+        Err(e) => Err(rolled_back(conn, e.into()).await),
+    }
+}
+
+/// Rolls the round's transaction back after `error`. If even that fails, the transaction
+/// manager is left broken and the pool discards the connection (Postgres then rolls back).
+async fn rolled_back(conn: &mut AsyncPgConnection, error: StorageError) -> StorageError {
+    if let Err(e) = AnsiTransactionManager::rollback_transaction(conn).await {
+        tracing::debug!(error = %e, "rollback failed; the connection is discarded");
+    }
+    error
 }
 
 /// Registers a reactive trigger with a trailing-edge debounce: the resource becomes due at
 /// `now + debounce`, pushed out by every further trigger but never past the first unserved
-/// trigger's time + `max_wait`. The latest reason wins. A claim in flight keeps its row (its
-/// completion records the reconcile) but no longer owns the due time: [`complete`] sees the
-/// moved due time and leaves this trigger pending, and the next claim serves it as a new due
-/// item (a new event id). Returns the new due time, or `None` if the
-/// resource has no schedule (it does not exist or is deleted).
+/// trigger's time + `max_wait`. The latest reason wins. On a row in a round, it waits for the
+/// round to end and applies to the completed row, so it is served by a later round as a new
+/// due item (a new event id). Returns the new due time, or `None` if the resource has no
+/// schedule (it does not exist or is deleted).
 #[tracing::instrument(
     name = "UPDATE reconcile_schedule",
     level = "info",
@@ -317,12 +360,10 @@ pub async fn trigger(
 /// Counts for operators (`Stats`, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ScheduleStats {
-    /// Rows due now (including expired claims).
+    /// Rows due now (including those in a round).
     pub due: i64,
     /// Rows due for longer than the overdue threshold.
     pub overdue: i64,
-    /// Rows claimed by a replica right now.
-    pub claimed: i64,
     /// All scheduled (live) resources.
     pub scheduled: i64,
     /// Seconds since the oldest due row became due (0 when none is due).
@@ -341,8 +382,6 @@ pub async fn stats(
         #[diesel(sql_type = BigInt)]
         overdue: i64,
         #[diesel(sql_type = BigInt)]
-        claimed: i64,
-        #[diesel(sql_type = BigInt)]
         scheduled: i64,
         #[diesel(sql_type = Double)]
         oldest_due_seconds: f64,
@@ -350,7 +389,6 @@ pub async fn stats(
     let row: Row = sql(
         "SELECT count(*) FILTER (WHERE next_due_at <= $1) AS due,
                 count(*) FILTER (WHERE next_due_at <= $2) AS overdue,
-                count(*) FILTER (WHERE claimed_by IS NOT NULL AND claim_expires_at > $1) AS claimed,
                 count(*) AS scheduled,
                 COALESCE(EXTRACT(EPOCH FROM $1 - min(next_due_at) FILTER (WHERE next_due_at <= $1)), 0)::float8
                     AS oldest_due_seconds
@@ -363,7 +401,6 @@ pub async fn stats(
     Ok(ScheduleStats {
         due: row.due,
         overdue: row.overdue,
-        claimed: row.claimed,
         scheduled: row.scheduled,
         oldest_due_seconds: row.oldest_due_seconds,
     })

@@ -1,12 +1,12 @@
-//! The reconcile schedule against a real database, with explicit clocks: claims, leases,
-//! completion, triggers during claims, and purging.
+//! The reconcile schedule against a real database, with explicit clocks: rounds and their
+//! row locks, completion, release, triggers during rounds, and purging.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::{ResourceKind, SERVER_OWNED_FIELDS};
 use cls_domain::validate::{ReleaseDefaults, validate_cluster_create};
-use cls_storage::schedule::{self, Claim, Completion};
+use cls_storage::schedule::{self, Completion, LockedDue};
 use cls_storage::{AsyncPgConnection, clusters, nodepools};
 use cls_test_support::TestDb;
 use time::{Duration, OffsetDateTime};
@@ -54,87 +54,140 @@ async fn scheduled(conn: &mut AsyncPgConnection) -> i64 {
     schedule::stats(conn, T0, s(60)).await.unwrap().scheduled
 }
 
-fn claim(replica: &str, until: OffsetDateTime) -> Claim {
-    Claim {
-        replica: replica.into(),
-        until,
+const HOLD: Duration = Duration::seconds(30);
+
+/// The resources of a round's items.
+fn ids(locked: &Option<LockedDue<'_>>) -> Vec<Uuid> {
+    locked
+        .iter()
+        .flat_map(|l| &l.items)
+        .map(|i| i.resource.id())
+        .collect()
+}
+
+fn done(id: Uuid, next: OffsetDateTime) -> Completion {
+    Completion {
+        resource_id: id,
+        next_due_at: next,
     }
 }
 
 #[tokio::test]
-async fn a_claim_hides_rows_until_it_expires_and_a_reclaim_serves_the_same_due_item() {
+async fn a_round_locks_its_rows_from_other_replicas_until_it_ends() {
     let db = TestDb::new().await;
-    let mut conn = db.conn().await;
-    let a = cluster(&mut conn, "a", T0).await;
-    let b = cluster(&mut conn, "b", T0 + s(1)).await;
+    let (mut r1, mut r2, mut r3) = (db.conn().await, db.conn().await, db.conn().await);
+    let a = cluster(&mut r1, "a", T0).await;
+    let b = cluster(&mut r1, "b", T0 + s(1)).await;
 
     // Nothing is due before its creation time.
     assert!(
-        schedule::claim_due(&mut conn, &claim("r1", T0), T0 - s(1), 10)
+        schedule::lock_due(&mut r1, T0 - s(1), 10, HOLD)
             .await
             .unwrap()
-            .is_empty()
+            .is_none()
     );
-    let first = claim("r1", T0 + s(32));
-    let items = schedule::claim_due(&mut conn, &first, T0 + s(2), 1)
+    let first = schedule::lock_due(&mut r1, T0 + s(2), 1, HOLD)
         .await
         .unwrap();
-    assert_eq!(items.len(), 1, "the batch limit holds");
-    assert_eq!(items[0].resource.id(), a, "oldest due first");
-    assert_eq!(items[0].due_at, T0);
-    let facts = items[0].facts.unwrap();
+    assert_eq!(ids(&first), [a], "the batch limit holds; oldest due first");
+    let item = &first.as_ref().unwrap().items[0];
+    assert_eq!(item.due_at, T0);
+    let facts = item.facts.unwrap();
     assert_eq!(facts.last_reconciled_at, None);
     assert_eq!(facts.generation, 1);
     assert_eq!(facts.min_observed_generation, None);
 
-    // Another replica gets only the other row while the claim holds …
-    let second = claim("r2", T0 + s(33));
-    let others = schedule::claim_due(&mut conn, &second, T0 + s(3), 10)
+    // Another replica gets only the other row while the first round runs …
+    let second = schedule::lock_due(&mut r2, T0 + s(3), 10, HOLD)
         .await
         .unwrap();
-    assert_eq!(
-        others.iter().map(|i| i.resource.id()).collect::<Vec<_>>(),
-        [b]
-    );
-    // … and the claimed row again once it expired, for the same due time (the same event id).
-    let late = claim("r2", T0 + s(70));
-    let retaken = schedule::claim_due(&mut conn, &late, T0 + s(40), 10)
+    assert_eq!(ids(&second), [b]);
+    let completed = second
+        .unwrap()
+        .complete(T0 + s(3), &[done(b, T0 + s(100))])
         .await
         .unwrap();
-    assert_eq!(retaken.len(), 2);
-    let a_again = retaken.iter().find(|i| i.resource.id() == a).unwrap();
-    assert_eq!(a_again.due_at, T0);
-
-    // The expired claim's completion changes nothing; the live one's does.
-    let done = |id| Completion {
-        resource_id: id,
-        next_due_at: T0 + s(100),
-    };
-    assert_eq!(
-        schedule::complete(&mut conn, &first, T0 + s(41), &[done(a)])
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        schedule::complete(&mut conn, &late, T0 + s(42), &[done(a), done(b)])
-            .await
-            .unwrap(),
-        2
-    );
-    let next = schedule::claim_due(&mut conn, &claim("r3", T0 + s(200)), T0 + s(100), 10)
-        .await
-        .unwrap();
-    assert_eq!(next.len(), 2);
-    assert!(next.iter().all(|i| i.due_at == T0 + s(100)));
+    assert_eq!(completed, 1);
     assert!(
-        next.iter()
-            .all(|i| i.last_reconciled_at() == Some(T0 + s(42)))
+        schedule::lock_due(&mut r3, T0 + s(4), 10, HOLD)
+            .await
+            .unwrap()
+            .is_none(),
+        "a is in a round, b is done"
+    );
+
+    // … and the first round's row once that replica is gone (its connection closed), for the
+    // same due time (the same event id).
+    drop(first);
+    drop(r1);
+    let retaken = loop {
+        // Postgres ends the dead session's transaction as soon as it notices the close.
+        if let Some(retaken) = schedule::lock_due(&mut r3, T0 + s(5), 10, HOLD)
+            .await
+            .unwrap()
+        {
+            break retaken;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(retaken.items.len(), 1);
+    assert_eq!(retaken.items[0].resource.id(), a);
+    assert_eq!(retaken.items[0].due_at, T0);
+    retaken
+        .complete(T0 + s(6), &[done(a, T0 + s(100))])
+        .await
+        .unwrap();
+
+    let next = schedule::lock_due(&mut r2, T0 + s(100), 10, HOLD)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut got: Vec<(Uuid, OffsetDateTime, Option<OffsetDateTime>)> = next
+        .items
+        .iter()
+        .map(|i| (i.resource.id(), i.due_at, i.last_reconciled_at()))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (a, T0 + s(100), Some(T0 + s(6))),
+        (b, T0 + s(100), Some(T0 + s(3))),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn a_hung_replica_loses_its_rows_after_the_hold_time() {
+    let db = TestDb::new().await;
+    let (mut hung, mut live) = (db.conn().await, db.conn().await);
+    let a = cluster(&mut hung, "a", T0).await;
+    let round = schedule::lock_due(&mut hung, T0 + s(1), 10, Duration::milliseconds(300))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        schedule::lock_due(&mut live, T0 + s(1), 10, HOLD)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The hung replica's session is ended by Postgres once idle in its round for too long.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let taken = schedule::lock_due(&mut live, T0 + s(2), 10, HOLD)
+        .await
+        .unwrap();
+    assert_eq!(ids(&taken), [a]);
+    assert!(
+        round
+            .complete(T0 + s(3), &[done(a, T0 + s(100))])
+            .await
+            .is_err(),
+        "the hung round can no longer complete"
     );
 }
 
 #[tokio::test]
-async fn triggers_debounce_on_the_trailing_edge_and_survive_a_claim_in_flight() {
+async fn triggers_debounce_on_the_trailing_edge_and_wait_for_a_round_in_flight() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
     let id = cluster(&mut conn, "t", T0).await;
@@ -154,50 +207,49 @@ async fn triggers_debounce_on_the_trailing_edge_and_survive_a_claim_in_flight() 
         assert_eq!(got, Some(T0 + s(due)), "trigger at +{at}s");
     }
 
-    // Claimed and, while its event is in flight, triggered again.
-    let c = claim("r1", T0 + s(40));
-    let items = schedule::claim_due(&mut conn, &c, T0 + s(10), 10)
+    // In a round and, while its event is in flight, triggered again: the trigger waits for
+    // the round and then applies to the completed row.
+    let mut other = db.conn().await;
+    let round = schedule::lock_due(&mut conn, T0 + s(10), 10, HOLD)
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(
-        items[0].facts.unwrap().pending_reason,
+        round.items[0].facts.unwrap().pending_reason,
         Some(ReconcileReason::SpecChange)
     );
-    let again = schedule::trigger(
-        &mut conn,
+    let mut again = Box::pin(schedule::trigger(
+        &mut other,
         ResourceKind::Cluster,
         id,
         ReconcileReason::StatusChange,
         T0 + s(11),
         s(2),
         s(10),
-    )
-    .await
-    .unwrap();
-    assert_eq!(again, Some(T0 + s(13)));
-    // The completion records the reconcile but keeps the newer trigger and its due time.
-    assert_eq!(
-        schedule::complete(
-            &mut conn,
-            &c,
-            T0 + s(12),
-            &[Completion {
-                resource_id: id,
-                next_due_at: T0 + s(300)
-            }]
-        )
-        .await
-        .unwrap(),
-        1
+    ));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut again)
+            .await
+            .is_err(),
+        "the trigger waits for the round"
     );
-    let items = schedule::claim_due(&mut conn, &claim("r1", T0 + s(50)), T0 + s(13), 10)
+    round
+        .complete(T0 + s(12), &[done(id, T0 + s(300))])
         .await
         .unwrap();
-    assert_eq!(items.len(), 1);
-    assert_eq!(items[0].due_at, T0 + s(13), "a new due item");
-    let facts = items[0].facts.unwrap();
+    assert_eq!(again.await.unwrap(), Some(T0 + s(13)));
+    let next = schedule::lock_due(&mut conn, T0 + s(13), 10, HOLD)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.items.len(), 1);
+    assert_eq!(next.items[0].due_at, T0 + s(13), "a new due item");
+    let facts = next.items[0].facts.unwrap();
     assert_eq!(facts.pending_reason, Some(ReconcileReason::StatusChange));
     assert_eq!(facts.last_reconciled_at, Some(T0 + s(12)));
+    next.complete(T0 + s(13), &[done(id, T0 + s(300))])
+        .await
+        .unwrap();
 
     // A creation trigger adds nothing to a resource's first reconcile …
     let fresh = cluster(&mut conn, "fresh", T0).await;
@@ -213,11 +265,17 @@ async fn triggers_debounce_on_the_trailing_edge_and_survive_a_claim_in_flight() 
     .await
     .unwrap();
     assert_eq!(created, Some(T0), "still due at creation");
-    let first = schedule::claim_due(&mut conn, &claim("r1", T0 + s(60)), T0 + s(1), 10)
+    let first = schedule::lock_due(&mut conn, T0 + s(1), 10, HOLD)
         .await
+        .unwrap()
         .unwrap();
-    let first = first.iter().find(|i| i.resource.id() == fresh).unwrap();
-    assert_eq!(first.facts.unwrap().pending_reason, None);
+    let item = first
+        .items
+        .iter()
+        .find(|i| i.resource.id() == fresh)
+        .unwrap();
+    assert_eq!(item.facts.unwrap().pending_reason, None);
+    first.complete(T0 + s(1), &[]).await.unwrap();
 
     // Unknown or wrong-kind resources have no schedule.
     for (kind, target) in [
@@ -240,32 +298,34 @@ async fn triggers_debounce_on_the_trailing_edge_and_survive_a_claim_in_flight() 
 }
 
 #[tokio::test]
-async fn a_released_claim_is_due_again_for_the_same_item_and_stats_count_it() {
+async fn a_released_round_is_due_again_for_the_same_item_and_stats_count_it() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
+    let mut observer = db.conn().await;
     let id = cluster(&mut conn, "r", T0).await;
-    let c = claim("r1", T0 + s(30));
-    schedule::claim_due(&mut conn, &c, T0 + s(1), 10)
+    let round = schedule::lock_due(&mut conn, T0 + s(1), 10, HOLD)
+        .await
+        .unwrap()
+        .unwrap();
+    let stats = schedule::stats(&mut observer, T0 + s(2), s(30))
         .await
         .unwrap();
-    let stats = schedule::stats(&mut conn, T0 + s(2), s(30)).await.unwrap();
-    assert_eq!(
-        (stats.scheduled, stats.due, stats.claimed, stats.overdue),
-        (1, 0, 1, 0)
-    );
-    assert_eq!(
-        schedule::release(&mut conn, &c, &[id], T0 + s(5))
-            .await
-            .unwrap(),
-        1
-    );
-    let stats = schedule::stats(&mut conn, T0 + s(40), s(30)).await.unwrap();
-    assert_eq!((stats.due, stats.claimed, stats.overdue), (1, 0, 1));
+    assert_eq!((stats.scheduled, stats.due, stats.overdue), (1, 1, 0));
+    assert_eq!(round.release(&[id], T0 + s(5)).await.unwrap(), 1);
+    let stats = schedule::stats(&mut observer, T0 + s(4), s(30))
+        .await
+        .unwrap();
+    assert_eq!(stats.due, 0, "not due before the retry time");
+    let stats = schedule::stats(&mut observer, T0 + s(40), s(30))
+        .await
+        .unwrap();
+    assert_eq!((stats.due, stats.overdue), (1, 1));
     assert_eq!(stats.oldest_due_seconds, 35.0);
-    let items = schedule::claim_due(&mut conn, &claim("r2", T0 + s(70)), T0 + s(40), 10)
+    let again = schedule::lock_due(&mut conn, T0 + s(40), 10, HOLD)
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(items[0].due_at, T0, "still the original due item");
+    assert_eq!(again.items[0].due_at, T0, "still the original due item");
 }
 
 #[tokio::test]
@@ -328,15 +388,23 @@ async fn deletion_takes_the_schedule_rows_and_a_row_left_without_its_resource_is
         2,
         "only the live cluster and its nodepool"
     );
-    let due = schedule::claim_due(&mut conn, &claim("r1", T0 + s(40)), T0 + s(10), 10)
+    let round = schedule::lock_due(&mut conn, T0 + s(10), 10, HOLD)
         .await
+        .unwrap()
         .unwrap();
-    let mut ids: Vec<Uuid> = due.iter().map(|i| i.resource.id()).collect();
-    ids.sort();
+    let mut due: Vec<Uuid> = round.items.iter().map(|i| i.resource.id()).collect();
+    due.sort();
     let mut live = vec![kept, kept_pool];
     live.sort();
-    assert_eq!(ids, live);
-    assert!(due.iter().all(|i| i.facts.is_some()));
+    assert_eq!(due, live);
+    assert!(round.items.iter().all(|i| i.facts.is_some()));
+    round
+        .complete(
+            T0 + s(10),
+            &[done(kept, T0 + s(500)), done(kept_pool, T0 + s(500))],
+        )
+        .await
+        .unwrap();
 
     // The schedule has no foreign keys: a row whose resource is not stored at all (it cannot
     // happen through the repository) is claimed as gone, so the scheduler forgets it, and
@@ -353,12 +421,15 @@ async fn deletion_takes_the_schedule_rows_and_a_row_left_without_its_resource_is
     )
     .await
     .unwrap();
-    let due = schedule::claim_due(&mut conn, &claim("r1", T0 + s(41)), T0 + s(11), 10)
+    let round = schedule::lock_due(&mut conn, T0 + s(11), 10, HOLD)
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(due.len(), 1);
-    assert_eq!(due[0].resource.id(), orphan);
-    assert_eq!(due[0].facts, None);
+    assert_eq!(round.items.len(), 1);
+    assert_eq!(round.items[0].resource.id(), orphan);
+    assert_eq!(round.items[0].facts, None);
+    round.complete(T0 + s(11), &[]).await.unwrap();
+    assert_eq!(scheduled(&mut conn).await, 2, "the orphan row is forgotten");
     assert_eq!(
         schedule::purge_deleted(&mut conn, T0 + s(100), 100)
             .await

@@ -36,7 +36,7 @@ pub struct Config {
     pub policy: ReconcilePolicy,
     pub debounce: Duration,
     pub debounce_max_wait: Duration,
-    /// How long a claim holds due items before another replica may take them over.
+    /// How long a round may wait with its rows locked before Postgres ends it (a hung replica).
     pub claim_ttl: Duration,
     pub batch_size: i64,
     /// Concurrent claim loops in this replica.
@@ -44,7 +44,7 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How long claimed items wait after a failed publish before they are due again.
     pub retry_backoff: Duration,
-    /// This replica's id (`metadata.scheduled_by`, claims).
+    /// This replica's id (`metadata.scheduled_by`).
     pub replica_id: String,
     pub deleted_retention: Duration,
     pub purge_interval: Duration,
@@ -95,7 +95,7 @@ impl Config {
         if claim_ttl <= peer_timeout {
             return Err(invalid(
                 env::RECONCILE_CLAIM_TTL,
-                "must be longer than PEER_TIMEOUT (a claim must outlive its publish call)",
+                "must be longer than PEER_TIMEOUT (a round keeps its rows through its publish call)",
             ));
         }
         let replica_id = match vars.get(env::RECONCILE_REPLICA_ID) {

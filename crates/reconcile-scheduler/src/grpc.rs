@@ -150,7 +150,7 @@ impl ReconcileScheduler for SchedulerService {
             scheduled: stats.scheduled,
             due_now: stats.due,
             overdue: stats.overdue,
-            claimed: stats.claimed,
+            claimed: self.metrics.claimed.get(),
             oldest_due_seconds: stats.oldest_due_seconds,
             emitted_by_reason,
             replica: self.replica.clone(),

@@ -157,7 +157,6 @@ fn before_scrape(
                 metrics.scheduled.set(stats.scheduled);
                 metrics.due.set(stats.due);
                 metrics.overdue.set(stats.overdue);
-                metrics.claimed.set(stats.claimed);
                 metrics.oldest_due.set(stats.oldest_due_seconds);
             }
         })

@@ -90,7 +90,7 @@ impl Metrics {
             ),
             claimed: gauge(
                 "reconcile_claimed_resources",
-                "resources claimed by a scheduler replica now",
+                "due resources this replica holds in a round now (sum over replicas for all)",
             ),
             oldest_due: must(Gauge::new(
                 "reconcile_oldest_due_seconds",

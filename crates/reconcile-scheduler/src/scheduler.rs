@@ -1,10 +1,11 @@
 //! The claim loop (SPEC §6): claim due items, decide with the pure policy, hand the events to
 //! the event-publisher (durable in the outbox), and only then record the new due times.
 //!
-//! Exactly once per due item across replicas: a claim is a lease on the rows (`SKIP LOCKED`,
-//! then the rows are not due again until the lease expires); the event id is derived from the
-//! resource and the due time it serves, so a re-emission after a lost acknowledgement or an
-//! expired claim carries the same id and the publisher writes it once.
+//! Exactly once per due item across replicas: a round holds its rows locked (`SKIP LOCKED`)
+//! from before its events are built until their next due times are stored, in one
+//! transaction; the event id is derived from the resource and the due time it serves, so a
+//! re-emission after a lost acknowledgement, a failed round or a replica that died mid-round
+//! carries the same id and the publisher writes it once.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use cls_domain::event::ReconcileEvent;
 use cls_domain::reconcile::{ReconcilePolicy, reconcile_event_id};
 use cls_rpc::publisher::PublishRequest;
 use cls_rpc::publisher::event_publisher_client::EventPublisherClient;
-use cls_storage::schedule::{self, Claim, Completion, DueItem};
+use cls_storage::schedule::{self, Completion};
 use cls_storage::{PgPool, StorageError};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -53,24 +54,22 @@ pub enum RoundError {
 }
 
 impl Scheduler {
-    /// One round: claims up to a batch of due items, emits their events and completes them.
-    /// Returns how many items were claimed.
+    /// One round: locks up to a batch of due items, emits their events and completes them.
+    /// Returns how many items were locked.
     pub async fn run_once(&self, now: OffsetDateTime) -> Result<usize, RoundError> {
         let started = Instant::now();
-        let claim = Claim {
-            replica: self.replica.clone(),
-            until: now + self.claim_ttl,
-        };
         let mut conn = self
             .pool
             .get()
             .await
             .map_err(|e| RoundError::Pool(e.to_string()))?;
-        let items = schedule::claim_due(&mut conn, &claim, now, self.batch_size).await?;
-        if items.is_empty() {
+        let Some(locked) =
+            schedule::lock_due(&mut conn, now, self.batch_size, self.claim_ttl).await?
+        else {
             return Ok(0);
-        }
-        let claimed = items.len();
+        };
+        let claimed = locked.items.len();
+        let _in_flight = InFlight::add(&self.metrics.claimed, claimed);
         // A trace per round that emits anything: the Publish call and the events carry it.
         let round = tracing::info_span!(
             "reconcile round",
@@ -79,23 +78,13 @@ impl Scheduler {
             claimed,
         );
         let traceparent = cls_telemetry::traceparent(&round);
-        for item in &items {
+        let mut events = Vec::with_capacity(claimed);
+        let mut completions = Vec::with_capacity(claimed);
+        for item in &locked.items {
             self.metrics
                 .claim_lag
                 .observe((now - item.due_at).as_seconds_f64().max(0.0));
-        }
-        let (live, gone): (Vec<DueItem>, Vec<DueItem>) =
-            items.into_iter().partition(|i| i.facts.is_some());
-        if !gone.is_empty() {
-            let ids: Vec<Uuid> = gone.iter().map(|i| i.resource.id()).collect();
-            schedule::forget(&mut conn, &ids).await?;
-        }
-        // Release the connection while the publisher works.
-        drop(conn);
-
-        let mut events = Vec::with_capacity(live.len());
-        let mut completions = Vec::with_capacity(live.len());
-        for item in &live {
+            // Gone resources: their rows went with the lock.
             let Some(facts) = item.facts else { continue };
             let decision = self.policy.decide(&facts, now);
             events.push(ReconcileEvent {
@@ -114,6 +103,7 @@ impl Scheduler {
             });
         }
 
+        // The rows stay locked while the publisher works: no other replica emits them.
         for chunk in events.chunks(PUBLISH_CHUNK) {
             let request = PublishRequest {
                 events: chunk.iter().map(Into::into).collect(),
@@ -124,32 +114,18 @@ impl Scheduler {
             let mut publisher = self.publisher.clone();
             if let Err(status) = publisher.publish(request).instrument(call_span).await {
                 self.metrics.publish_failures.inc();
-                // Give the rest back (an accepted chunk is re-sent with the same ids, so it is
+                // Give them all back (an accepted chunk is re-sent with the same ids, so it is
                 // written once); they are due again after the backoff.
-                let ids: Vec<Uuid> = live.iter().map(|i| i.resource.id()).collect();
-                if let Ok(mut conn) = self.pool.get().await {
-                    let retry_at = OffsetDateTime::now_utc() + self.retry_backoff;
-                    if let Err(e) = schedule::release(&mut conn, &claim, &ids, retry_at).await {
-                        tracing::warn!(error = %e, "cannot release claims; they expire by themselves");
-                    }
+                let ids: Vec<Uuid> = completions.iter().map(|c| c.resource_id).collect();
+                let retry_at = OffsetDateTime::now_utc() + self.retry_backoff;
+                if let Err(e) = locked.release(&ids, retry_at).await {
+                    tracing::warn!(error = %e, "cannot release the round's items; they are due again at once");
                 }
                 return Err(RoundError::Publish(status));
             }
         }
 
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| RoundError::Pool(e.to_string()))?;
-        let completed = schedule::complete(&mut conn, &claim, now, &completions).await?;
-        if completed < completions.len() {
-            tracing::debug!(
-                claimed = completions.len(),
-                completed,
-                "some claims were taken over or re-triggered meanwhile"
-            );
-        }
+        locked.complete(now, &completions).await?;
         for event in &events {
             self.metrics
                 .emitted
@@ -158,6 +134,26 @@ impl Scheduler {
         }
         self.metrics.round.observe(started.elapsed().as_secs_f64());
         Ok(claimed)
+    }
+}
+
+/// Counts a round's items in the in-flight gauge while the round runs.
+struct InFlight<'a> {
+    gauge: &'a prometheus::IntGauge,
+    items: i64,
+}
+
+impl<'a> InFlight<'a> {
+    fn add(gauge: &'a prometheus::IntGauge, items: usize) -> InFlight<'a> {
+        let items = i64::try_from(items).unwrap_or(i64::MAX);
+        gauge.add(items);
+        InFlight { gauge, items }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.gauge.sub(self.items);
     }
 }
 

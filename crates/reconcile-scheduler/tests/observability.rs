@@ -261,6 +261,7 @@ async fn one_trace_from_rest_through_grpc_and_the_outbox_to_pubsub() {
             || span.name.starts_with("PUT ")
             || span.name.starts_with("cls.")
             || span.name.starts_with("INSERT ")
+            || span.name.starts_with("SELECT ")
             || span.name.starts_with("UPDATE ")
             || span.name.ends_with(" publish")
             || span.name == "reconcile round";

@@ -244,14 +244,15 @@ async fn three_replicas_emit_every_due_item_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_replica_s_claims_are_emitted_by_another_after_the_lease() {
+async fn a_killed_replica_s_items_are_emitted_by_another_at_once() {
     const N: usize = 20;
     let stack = Stack::start(&[]).await;
     let mut ids = HashSet::new();
     for i in 0..N {
         ids.insert(stack.create_cluster(&format!("held-{i}")).await);
     }
-    // Replica A's publisher never answers, so A is stuck holding its claims when killed.
+    // Replica A's publisher never answers, so A is stuck in its round, holding the rows, when
+    // killed.
     let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hole = format!("http://{}", black_hole.local_addr().unwrap());
     tokio::spawn(async move {
@@ -260,31 +261,40 @@ async fn a_killed_replica_s_claims_are_emitted_by_another_after_the_lease() {
             held.push(socket);
         }
     });
-    let lease = Duration::from_secs(4);
+    let hold = Duration::from_secs(20);
     let a = stack
         .scheduler(
             &stack.scheduler_config(&[
                 ("EVENT_PUBLISHER_URL", &hole),
-                ("PEER_TIMEOUT", "3s"),
-                ("RECONCILE_CLAIM_TTL", "4s"),
+                ("PEER_TIMEOUT", "15s"),
+                ("RECONCILE_CLAIM_TTL", "20s"),
             ]),
             false,
         )
         .await;
-    let claimed_at = loop {
-        let mut conn = stack.db.conn().await;
-        let stats = cls_storage::schedule::stats(
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.service.metrics.claimed.get() != N as i64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never held the rows"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While A holds them, nobody else gets them.
+    let mut conn = stack.db.conn().await;
+    assert!(
+        cls_storage::schedule::lock_due(
             &mut conn,
             OffsetDateTime::now_utc(),
-            time::Duration::ZERO,
+            100,
+            time::Duration::SECOND
         )
         .await
-        .unwrap();
-        if stats.claimed == N as i64 {
-            break OffsetDateTime::now_utc();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        .unwrap()
+        .is_none()
+    );
+    drop(conn);
+    let killed_at = OffsetDateTime::now_utc();
     a.abort();
 
     let b = stack.scheduler(&stack.scheduler_config(&[]), false).await;
@@ -298,11 +308,11 @@ async fn a_killed_replica_s_claims_are_emitted_by_another_after_the_lease() {
     for event in &events {
         assert_eq!(event.scheduled_by, b.replica_id);
         assert_eq!(event.reason, "never_reconciled");
-        let after = (event.timestamp - claimed_at).as_seconds_f64();
-        // Not before A's lease ran out; within the lease plus a few polls after it.
+        // The kill released the rows: B did not wait for A's hold time to run out.
+        let after = (event.timestamp - killed_at).as_seconds_f64();
         assert!(
-            after >= lease.as_secs_f64() - 0.1 && after < lease.as_secs_f64() + 3.0,
-            "emitted {after}s after the claim"
+            after < hold.as_secs_f64() / 2.0,
+            "emitted {after}s after the kill"
         );
     }
     b.shutdown().await;
