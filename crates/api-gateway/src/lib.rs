@@ -194,17 +194,14 @@ async fn prune_idempotency_keys(
         name: "idempotency key prune",
         interval,
         batch,
+        removed: state.metrics.idempotency_pruned.clone(),
     };
     cls_service::cleanup::run(job, stop, |limit| {
         let state = state.clone();
         async move {
-            let mut conn = state.pool.get().await.map_err(|e| e.to_string())?;
             let now = time::OffsetDateTime::now_utc();
-            let pruned = cls_storage::idempotency::prune_expired(&mut conn, now, limit)
-                .await
-                .map_err(|e| e.to_string())?;
-            state.metrics.idempotency_pruned.inc_by(pruned as u64);
-            Ok(pruned)
+            let mut conn = state.pool.get().await?;
+            Ok(cls_storage::idempotency::prune_expired(&mut conn, now, limit).await?)
         }
     })
     .await;

@@ -9,13 +9,18 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// A clean-up job: its name (for log lines), how often it runs and the most rows per batch.
-#[derive(Debug, Clone, Copy)]
+/// A clean-up job: its name (for log lines), how often it runs, the most rows per batch, and
+/// the counter of rows it removed.
+#[derive(Debug, Clone)]
 pub struct Cleanup {
     pub name: &'static str,
     pub interval: Duration,
     pub batch: i64,
+    pub removed: prometheus::IntCounter,
 }
+
+/// What one batch removed, or why it failed.
+pub type BatchResult = Result<usize, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A short pause between full batches, so a backlog leaves room for the service's own work.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
@@ -25,15 +30,15 @@ const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
 pub async fn run<F, Fut>(job: Cleanup, mut stop: watch::Receiver<bool>, mut batch: F)
 where
     F: FnMut(i64) -> Fut,
-    Fut: Future<Output = Result<usize, String>>,
+    Fut: Future<Output = BatchResult>,
 {
     loop {
+        let mut pass = 0;
         loop {
             match batch(job.batch).await {
                 Ok(removed) => {
-                    if removed > 0 {
-                        tracing::debug!(job = job.name, removed, "clean-up batch");
-                    }
+                    job.removed.inc_by(removed as u64);
+                    pass += removed;
                     if i64::try_from(removed).unwrap_or(i64::MAX) < job.batch || *stop.borrow() {
                         break;
                     }
@@ -44,6 +49,9 @@ where
                     break;
                 }
             }
+        }
+        if pass > 0 {
+            tracing::info!(job = job.name, removed = pass, "clean-up pass");
         }
         tokio::select! {
             _ = tokio::time::sleep(job.interval) => {}
@@ -66,10 +74,12 @@ mod tests {
         let backlog = Arc::new(Mutex::new(25_usize));
         let calls = Arc::new(Mutex::new(Vec::<(Instant, usize)>::new()));
         let (stop_tx, stop) = watch::channel(false);
+        let removed_total = prometheus::IntCounter::new("removed_total", "test").unwrap();
         let job = Cleanup {
             name: "test",
             interval,
             batch: 10,
+            removed: removed_total.clone(),
         };
         let task = tokio::spawn({
             let (backlog, calls) = (backlog.clone(), calls.clone());

@@ -173,17 +173,14 @@ async fn prune(
         name: "outbox prune",
         interval,
         batch,
+        removed: metrics.pruned.clone(),
     };
     cls_service::cleanup::run(job, stop, |limit| {
-        let (pool, metrics) = (pool.clone(), metrics.clone());
+        let pool = pool.clone();
         async move {
-            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
             let before = OffsetDateTime::now_utc() - retention;
-            let pruned = outbox::prune_published(&mut conn, before, limit)
-                .await
-                .map_err(|e| e.to_string())?;
-            metrics.pruned.inc_by(pruned as u64);
-            Ok(pruned)
+            let mut conn = pool.get().await?;
+            Ok(outbox::prune_published(&mut conn, before, limit).await?)
         }
     })
     .await;

@@ -198,20 +198,14 @@ pub async fn purge_loop(
         name: "purge of deleted resources",
         interval,
         batch,
+        removed: metrics.purged.clone(),
     };
     cls_service::cleanup::run(job, stop, |limit| {
-        let (pool, metrics) = (pool.clone(), metrics.clone());
+        let pool = pool.clone();
         async move {
-            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
             let cutoff = OffsetDateTime::now_utc() - retention;
-            let purged = schedule::purge_deleted(&mut conn, cutoff, limit)
-                .await
-                .map_err(|e| e.to_string())?;
-            metrics.purged.inc_by(purged as u64);
-            if purged > 0 {
-                tracing::info!(purged, "purged deleted resources");
-            }
-            Ok(purged)
+            let mut conn = pool.get().await?;
+            Ok(schedule::purge_deleted(&mut conn, cutoff, limit).await?)
         }
     })
     .await;
