@@ -4,7 +4,8 @@
 //!   events sent directly in batches of 500, by as many concurrent callers as the schedulers
 //!   have claim loops (replicas × `RECONCILE_WORKERS`);
 //! - **scheduler**: 10 000 resources due at once, with one and with three replicas, timed
-//!   from the replicas' start until the publisher accepted every reconcile event.
+//!   from the moment they all became due (one statement, with the replicas already running
+//!   and idle) until the publisher accepted every reconcile event.
 //!
 //! The publisher runs in-process on the same database; its relay points at an unreachable
 //! Pub/Sub (this measures acceptance into the outbox, as the issue asks, not delivery).
@@ -52,17 +53,22 @@ async fn main() -> anyhow::Result<()> {
         let clusters = create_clusters(&db).await?;
         let publisher = start_publisher(&db).await?;
         let url = format!("http://{}", publisher.grpc_addr);
-
         // As many concurrent callers as claim loops: replicas × RECONCILE_WORKERS (default 2).
+        let callers = replicas * WORKERS;
+        let schedulers = start_schedulers(&db, &url, replicas).await?;
+
         // Measured before and after the schedulers (cold and warm tables); the better one.
-        let before = publish_ceiling(&url, &clusters, replicas * WORKERS).await?;
-        let (seconds, lag_p99) = run_schedulers(&db, &url, replicas).await?;
-        let after = publish_ceiling(&url, &clusters, replicas * WORKERS).await?;
+        let before = publish_ceiling(&url, &clusters, callers).await?;
+        let seconds = all_due_at_once(&db, &schedulers).await?;
+        let after = publish_ceiling(&url, &clusters, callers).await?;
         let ceiling = before.max(after);
+        let lag_p99 = schedulers
+            .iter()
+            .map(|r| quantile(&r.service.metrics.claim_lag, 0.99))
+            .fold(0.0, f64::max);
         println!(
-            "{replicas} replica(s): {RESOURCES} events in {seconds:.2} s ({:.0}/s); Publish ceiling with {} callers: {ceiling:.0}/s",
+            "{replicas} replica(s): {RESOURCES} events in {seconds:.2} s ({:.0}/s); Publish ceiling with {callers} callers: {ceiling:.0}/s",
             RESOURCES as f64 / seconds,
-            replicas * WORKERS
         );
         result.insert(format!("seconds_{replicas}"), seconds.into());
         result.insert(
@@ -71,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
         );
         result.insert(format!("ceiling_per_s_{replicas}"), ceiling.into());
         result.insert(format!("claim_lag_p99_s_{replicas}"), lag_p99.into());
+        for r in schedulers {
+            r.shutdown().await;
+        }
         publisher.shutdown().await;
     }
     result.insert("resources".into(), RESOURCES.into());
@@ -199,9 +208,23 @@ async fn publish_ceiling(url: &str, clusters: &[Uuid], callers: usize) -> anyhow
     Ok(events.len() as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Starts `replicas` schedulers and returns the seconds until all events were accepted and
-/// the p99 claim lag.
-async fn run_schedulers(db: &TestDb, url: &str, replicas: usize) -> anyhow::Result<(f64, f64)> {
+/// Moves every schedule row's due time to `now() + offset` (one statement).
+async fn due_in(db: &TestDb, offset: &str) -> anyhow::Result<()> {
+    use diesel_async::RunQueryDsl as _;
+    diesel::sql_query(format!(
+        "UPDATE reconcile_schedule SET next_due_at = now() + interval '{offset}'"
+    ))
+    .execute(&mut db.conn().await)
+    .await?;
+    Ok(())
+}
+
+/// Starts `replicas` schedulers with nothing due.
+async fn start_schedulers(
+    db: &TestDb,
+    url: &str,
+    replicas: usize,
+) -> anyhow::Result<Vec<reconcile_scheduler::Running>> {
     let vars: HashMap<String, String> = [
         ("DATABASE_URL", db.url()),
         ("EVENT_PUBLISHER_URL", url),
@@ -211,7 +234,7 @@ async fn run_schedulers(db: &TestDb, url: &str, replicas: usize) -> anyhow::Resu
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let started = Instant::now();
+    due_in(db, "1 hour").await?;
     let mut running = Vec::new();
     for _ in 0..replicas {
         let config = reconcile_scheduler::Config::from_vars(&vars)?;
@@ -219,15 +242,33 @@ async fn run_schedulers(db: &TestDb, url: &str, replicas: usize) -> anyhow::Resu
         let admin = TcpListener::bind("127.0.0.1:0").await?;
         running.push(reconcile_scheduler::start(&config, grpc, admin).await?);
     }
-    let emitted = |r: &reconcile_scheduler::Running| {
-        r.service
-            .metrics
-            .emitted
-            .with_label_values(&["cluster", "never_reconciled"])
-            .get()
+    Ok(running)
+}
+
+/// Makes every resource due at once while the schedulers poll an empty schedule, and returns
+/// the seconds until they had emitted an event for each.
+async fn all_due_at_once(
+    db: &TestDb,
+    schedulers: &[reconcile_scheduler::Running],
+) -> anyhow::Result<f64> {
+    let emitted = || -> u64 {
+        schedulers
+            .iter()
+            .map(|r| {
+                r.service
+                    .metrics
+                    .emitted
+                    .with_label_values(&["cluster", "never_reconciled"])
+                    .get()
+            })
+            .sum()
     };
+    // Idle, their pools connected, when everything falls due.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    due_in(db, "0 seconds").await?;
+    let started = Instant::now();
     loop {
-        let total: u64 = running.iter().map(emitted).sum();
+        let total = emitted();
         if total >= RESOURCES as u64 {
             break;
         }
@@ -237,15 +278,7 @@ async fn run_schedulers(db: &TestDb, url: &str, replicas: usize) -> anyhow::Resu
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let lag_p99 = running
-        .iter()
-        .map(|r| quantile(&r.service.metrics.claim_lag, 0.99))
-        .fold(0.0, f64::max);
-    for r in running {
-        r.shutdown().await;
-    }
-    Ok((seconds, lag_p99))
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// The upper bucket bound below which `q` of the histogram's observations fall.
