@@ -108,8 +108,18 @@ impl Config {
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
         };
+        let common = vars.common(8, 50052)?;
+        let workers: usize = vars.number(env::RECONCILE_WORKERS, 2, 1..=16)?;
+        // Each claim loop holds a connection for its whole round; triggers, stats and the
+        // purge need at least one more.
+        if workers >= usize::try_from(common.database_max_connections).unwrap_or(usize::MAX) {
+            return Err(invalid(
+                env::RECONCILE_WORKERS,
+                "must be less than DATABASE_MAX_CONNECTIONS (each claim loop holds a connection for its round; triggers need one too)",
+            ));
+        }
         Ok(Config {
-            common: vars.common(8, 50052)?,
+            common,
             publisher_url: vars.url(env::EVENT_PUBLISHER_URL, "http://127.0.0.1:50053")?,
             peer_timeout,
             policy: ReconcilePolicy {
@@ -121,7 +131,7 @@ impl Config {
             debounce_max_wait,
             claim_ttl,
             batch_size: vars.number(env::RECONCILE_BATCH_SIZE, 500, 1..=1000)?,
-            workers: vars.number(env::RECONCILE_WORKERS, 2, 1..=16)?,
+            workers,
             poll_interval: vars
                 .positive_duration(env::RECONCILE_POLL_INTERVAL, Duration::from_secs(1))?,
             retry_backoff: vars
@@ -172,9 +182,16 @@ mod tests {
             ("EVENT_PUBLISHER_URL", "127.0.0.1:50053"),
             ("RECONCILE_CLAIM_TTL", "3s"),
             ("RECONCILE_DEBOUNCE_MAX_WAIT", "1s"),
+            // The default pool has 8 connections.
+            ("RECONCILE_WORKERS", "8"),
         ] {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{value}");
         }
+        let fits = vars(&[
+            ("RECONCILE_WORKERS", "8"),
+            ("DATABASE_MAX_CONNECTIONS", "9"),
+        ]);
+        assert_eq!(Config::from_vars(&fits).unwrap().workers, 8);
     }
 }
