@@ -1,8 +1,9 @@
 //! Periodic clean-up in batches: published outbox rows past their retention (event-publisher),
 //! deleted resources past theirs (reconcile-scheduler), expired idempotency keys
 //! (api-gateway). Each pass deletes in batches, back to back while they come back full, so a
-//! backlog never becomes one long transaction; replicas share the work through `SKIP LOCKED`
-//! in the statements themselves.
+//! backlog never becomes one long transaction. Every replica runs its service's job: the
+//! statements are safe to run concurrently (the purge and the idempotency prune skip rows
+//! another replica is deleting; two outbox prunes of the same rows delete them once).
 
 use std::future::Future;
 use std::time::Duration;
