@@ -1,18 +1,24 @@
 //! Cluster repository functions. Every read is scoped to what the caller may see
 //! (SPEC §2.2): a user sees only live clusters it created; a controller sees all.
 
+use std::sync::LazyLock;
+
 use cls_domain::aggregate::initial_status;
+use cls_domain::event::Envelope;
 use cls_domain::identity::Caller;
 use cls_domain::resource::{Cluster, ClusterSpec, NodePool, ResourceKind};
 use cls_domain::validate::{ClusterUpdate, NewCluster};
 use diesel::dsl::count_star;
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::sql_types::{Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::StorageError;
+use crate::outbox;
+use crate::prepared::sql;
 use crate::rows::{ClusterRow, NodePoolRow, all, encode};
 use crate::schema::{clusters, nodepools, reconcile_schedule};
 use crate::{ListQuery, Page, Updated, check_versions, next_generation, truncate_to_micros};
@@ -22,13 +28,7 @@ const NAME_INDEX: &str = "clusters_owner_name_live";
 
 /// Inserts a cluster owned by `created_by` at generation 1 with a `Pending` status, and its
 /// reconcile schedule (due at once). Fails with [`StorageError::NameExists`] if the owner has
-/// a live cluster of that name.
-#[tracing::instrument(
-    name = "INSERT clusters",
-    level = "info",
-    skip_all,
-    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "INSERT", db.collection.name = "clusters")
-)]
+/// a live cluster of that name. See [`create_announced`] to write its creation event with it.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     created_by: &str,
@@ -36,47 +36,77 @@ pub async fn create(
     id: Uuid,
     now: OffsetDateTime,
 ) -> Result<Cluster, StorageError> {
-    let now = truncate_to_micros(now);
-    atomically!(conn, async |conn| {
-        let row = diesel::insert_into(clusters::table)
-            .values((
-                clusters::id.eq(id),
-                clusters::name.eq(&new.name),
-                clusters::description.eq(new.description.as_deref()),
-                clusters::target_project_id.eq(new.target_project_id.as_deref()),
-                clusters::labels.eq(encode(&new.labels)),
-                clusters::created_by.eq(created_by),
-                clusters::generation.eq(1),
-                clusters::resource_version.eq(1),
-                clusters::spec.eq(encode(&new.spec)),
-                clusters::status.eq(encode(&initial_status(ResourceKind::Cluster, 1, now))),
-                clusters::created_at.eq(now),
-                clusters::updated_at.eq(now),
-            ))
-            .returning(ClusterRow::as_returning())
-            .get_result(conn)
-            .await
-            .map_err(|e| match e {
-                e if StorageError::is_unique_violation(&e, NAME_INDEX) => {
-                    StorageError::NameExists {
-                        kind: "cluster",
-                        name: new.name.clone(),
-                    }
-                }
-                e => e.into(),
-            })?;
-        diesel::insert_into(reconcile_schedule::table)
-            .values((
-                reconcile_schedule::resource_id.eq(id),
-                reconcile_schedule::resource_kind.eq(ResourceKind::Cluster.as_str()),
-                reconcile_schedule::cluster_id.eq(id),
-                reconcile_schedule::next_due_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
-        row.into_domain()
-    })
+    create_announced(conn, created_by, new, id, now, &[]).await
 }
+
+/// [`create`], writing `events` (the cluster's creation event) to the outbox with it.
+///
+/// One statement, so one round trip and atomic without a transaction of the caller's: the
+/// cluster, its schedule row and its events are inserted by data-modifying CTEs. The events
+/// take no per-cluster advisory lock (see [`crate::outbox::insert`]): nothing else can write
+/// an event for a cluster that is not yet committed, so none can commit before these.
+#[tracing::instrument(
+    name = "INSERT clusters",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "INSERT", db.collection.name = "clusters")
+)]
+pub async fn create_announced(
+    conn: &mut AsyncPgConnection,
+    created_by: &str,
+    new: &NewCluster,
+    id: Uuid,
+    now: OffsetDateTime,
+    events: &[Envelope],
+) -> Result<Cluster, StorageError> {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH cluster AS (
+                 INSERT INTO clusters (id, name, description, target_project_id, labels, created_by,
+                                       generation, resource_version, spec, status, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, 1, $7, $8, $9, $9)
+                 RETURNING {CLUSTER_COLUMNS}
+             ), schedule AS (
+                 INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, next_due_at)
+                 SELECT id, '{kind}', id, created_at FROM cluster
+             ), events AS (
+                 {events}
+             )
+             SELECT * FROM cluster",
+            kind = ResourceKind::Cluster.as_str(),
+            events = outbox::insert_sql(10),
+        )
+    });
+    let now = truncate_to_micros(now);
+    let labels = encode(&new.labels);
+    let spec = encode(&new.spec);
+    let status = encode(&initial_status(ResourceKind::Cluster, 1, now));
+    let statement = sql(STATEMENT.as_str())
+        .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(&new.name)
+        .bind::<Nullable<Text>, _>(new.description.as_deref())
+        .bind::<Nullable<Text>, _>(new.target_project_id.as_deref())
+        .bind::<Jsonb, _>(&labels)
+        .bind::<Text, _>(created_by)
+        .bind::<Jsonb, _>(&spec)
+        .bind::<Jsonb, _>(&status)
+        .bind::<Timestamptz, _>(now);
+    let row: ClusterRow = outbox::bind_rows(statement, events)
+        .get_result(conn)
+        .await
+        .map_err(|e| match e {
+            e if StorageError::is_unique_violation(&e, NAME_INDEX) => StorageError::NameExists {
+                kind: "cluster",
+                name: new.name.clone(),
+            },
+            e => e.into(),
+        })?;
+    row.into_domain()
+}
+
+/// The columns of [`ClusterRow`], for hand-written statements.
+const CLUSTER_COLUMNS: &str = "id, name, description, target_project_id, labels, created_by, \
+    generation, resource_version, spec, status, created_at, updated_at, deleted_at";
 
 /// A cluster by id, if the caller may see it (controllers also see deleted clusters).
 pub async fn get(

@@ -1,6 +1,8 @@
 //! The transactional outbox (SPEC §5.2): events are inserted in the transaction of the change
 //! that causes them; the event-publisher relays them to Pub/Sub.
 
+use std::sync::LazyLock;
+
 use cls_domain::event::Envelope;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Integer, Jsonb, Nullable, SmallInt, Text, Uuid as SqlUuid};
@@ -10,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::StorageError;
-use crate::prepared::sql;
+use crate::prepared::{Binds, Sql, sql};
 use crate::rows::Count;
 use crate::schema::outbox;
 
@@ -68,63 +70,65 @@ pub async fn insert(
     cluster_ids.dedup();
     // The lock sub-select is an init plan, evaluated before the first row (and so before its
     // `seq`) is produced.
-    let statement = "
-        WITH locks AS (
-            SELECT pg_advisory_xact_lock($1, hashtext(cluster_id))
-              FROM unnest($2::text[]) AS cluster_id ORDER BY cluster_id
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH locks AS (
+                 SELECT pg_advisory_xact_lock($1, hashtext(cluster_id))
+                   FROM unnest($2::text[]) AS cluster_id ORDER BY cluster_id
+             )
+             {}
+              WHERE (SELECT count(*) FROM locks) >= 0
+             ON CONFLICT (id) DO NOTHING",
+            insert_sql(3)
         )
-        INSERT INTO outbox (id, shard, cluster_id, ordering_key, topic, event_type, body, attributes, traceparent)
-        SELECT * FROM unnest($3::uuid[], $4::int2[], $5::uuid[], $6::text[], $7::text[], $8::text[],
-                             $9::jsonb[], $10::jsonb[], $11::text[])
-         WHERE (SELECT count(*) FROM locks) >= 0
-        ON CONFLICT (id) DO NOTHING";
+    });
     atomically!(conn, async |conn| {
-        sql(statement)
+        let statement = sql(STATEMENT.as_str())
             .bind::<Integer, _>(OUTBOX_LOCK_CLASS)
-            .bind::<Array<Text>, _>(&cluster_ids)
-            .bind::<Array<SqlUuid>, _>(envelopes.iter().map(|e| e.id).collect::<Vec<_>>())
-            .bind::<Array<SmallInt>, _>(envelopes.iter().map(|e| e.shard).collect::<Vec<_>>())
-            .bind::<Array<SqlUuid>, _>(
-                envelopes
-                    .iter()
-                    .map(|e| e.resource.cluster_id())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(
-                envelopes
-                    .iter()
-                    .map(|e| e.ordering_key.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(
-                envelopes
-                    .iter()
-                    .map(|e| e.topic.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(
-                envelopes
-                    .iter()
-                    .map(|e| e.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Jsonb>, _>(envelopes.iter().map(|e| e.body.clone()).collect::<Vec<_>>())
-            .bind::<Array<Jsonb>, _>(
-                envelopes
-                    .iter()
-                    .map(|e| crate::rows::encode(&e.attributes))
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Nullable<Text>>, _>(
-                envelopes
-                    .iter()
-                    .map(|e| e.traceparent.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .execute(conn)
-            .await?;
+            .bind::<Array<Text>, _>(&cluster_ids);
+        bind_rows(statement, envelopes).execute(conn).await?;
         Ok(())
     })
+}
+
+/// An `INSERT INTO outbox … SELECT … FROM unnest(…)` of the events bound by [`bind_rows`],
+/// whose nine placeholders are `$first` to `$first + 8`: for a statement that writes events
+/// together with the change that causes them.
+pub(crate) fn insert_sql(first: usize) -> String {
+    let types = [
+        "uuid", "int2", "uuid", "text", "text", "text", "jsonb", "jsonb", "text",
+    ];
+    let arrays: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect();
+    format!(
+        "INSERT INTO outbox (id, shard, cluster_id, ordering_key, topic, event_type, body, attributes, traceparent)
+         SELECT * FROM unnest({})",
+        arrays.join(", ")
+    )
+}
+
+/// Binds the next nine placeholders of `statement` to `envelopes`, column by column, for
+/// [`insert_sql`].
+pub(crate) fn bind_rows<'a, B: Binds + Send + 'a>(
+    statement: Sql<B>,
+    envelopes: &'a [Envelope],
+) -> Sql<impl Binds + Send + 'a> {
+    fn column<'a, T>(envelopes: &'a [Envelope], f: impl Fn(&'a Envelope) -> T) -> Vec<T> {
+        envelopes.iter().map(f).collect()
+    }
+    statement
+        .bind::<Array<SqlUuid>, _>(column(envelopes, |e| e.id))
+        .bind::<Array<SmallInt>, _>(column(envelopes, |e| e.shard))
+        .bind::<Array<SqlUuid>, _>(column(envelopes, |e| e.resource.cluster_id()))
+        .bind::<Array<Text>, _>(column(envelopes, |e| e.ordering_key.as_str()))
+        .bind::<Array<Text>, _>(column(envelopes, |e| e.topic.as_str()))
+        .bind::<Array<Text>, _>(column(envelopes, |e| e.event_type.as_str()))
+        .bind::<Array<Jsonb>, _>(column(envelopes, |e| &e.body))
+        .bind::<Array<Jsonb>, _>(column(envelopes, |e| crate::rows::encode(&e.attributes)))
+        .bind::<Array<Nullable<Text>>, _>(column(envelopes, |e| e.traceparent.as_deref()))
 }
 
 /// Pending rows in `seq` order (oldest first), at most `limit`.

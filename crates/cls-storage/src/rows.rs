@@ -55,7 +55,7 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = clusters, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct ClusterRow {
     pub(crate) id: Uuid,

@@ -398,6 +398,72 @@ async fn users_never_see_each_others_resources_and_controllers_see_all() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let id = Uuid::now_v7();
+    let event = created_event(id);
+    let created = clusters::create_announced(
+        &mut conn,
+        "alice@example.com",
+        &new_cluster("c1"),
+        id,
+        now(),
+        std::slice::from_ref(&event),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.id, id);
+    assert_eq!(created.generation, 1);
+    assert_eq!(
+        clusters::get(&mut conn, &alice(), id).await.unwrap(),
+        Some(created.clone())
+    );
+    let rows = outbox::pending(&mut conn, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].id,
+            rows[0].cluster_id,
+            rows[0].shard,
+            rows[0].traceparent.as_deref()
+        ),
+        (event.id, id, event.shard, event.traceparent.as_deref())
+    );
+    assert_eq!(rows[0].body, event.body);
+    // Its first reconcile is due at once.
+    let due = cls_storage::schedule::stats(&mut conn, now(), time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(due.due, 1, "{due:?}");
+
+    // A name conflict stores nothing: no cluster, no schedule row, no event.
+    let other = Uuid::now_v7();
+    let err = clusters::create_announced(
+        &mut conn,
+        "alice@example.com",
+        &new_cluster("c1"),
+        other,
+        now(),
+        &[created_event(other)],
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StorageError::NameExists { .. }), "{err:?}");
+    assert_eq!(
+        clusters::get(&mut conn, &controller(), other)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(outbox::pending(&mut conn, 10).await.unwrap().len(), 1);
+    let due = cls_storage::schedule::stats(&mut conn, now(), time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(due.due, 1, "{due:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_are_unique_among_live_resources_and_reusable_after_delete() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;

@@ -3,7 +3,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use cls_domain::ErrorCode;
-use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
+use cls_domain::event::{Envelope, LifecycleAction, ResourceRef};
 use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::{
     Cluster, CreateClusterRequest, CreateNodePoolRequest, NodePool, ResourceKind,
@@ -14,6 +14,7 @@ use cls_domain::validate::{
     ClusterIdentity, cluster_create_violations, cluster_update_violations, validate_cluster_create,
     validate_cluster_update,
 };
+use cls_storage::AsyncPgConnection;
 use cls_storage::idempotency::StoredResponse;
 use cls_storage::{clusters, outbox};
 use diesel_async::AsyncConnection as _;
@@ -22,7 +23,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::nodepools::{NodePoolList, create_nodepool_in, creation_body};
-use super::{Idempotent, Query, check_if_match, if_match, json_body, path_id, with_etag};
+use super::{
+    Idempotent, Query, check_if_match, if_match, json_body, lifecycle_event, path_id, with_etag,
+};
 use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
@@ -58,17 +61,14 @@ pub(crate) fn cluster_event(
     action: LifecycleAction,
     now: OffsetDateTime,
 ) -> Envelope {
-    LifecycleEvent {
-        id: Uuid::now_v7(),
-        resource: ResourceRef::Cluster {
+    lifecycle_event(
+        ResourceRef::Cluster {
             cluster_id: cluster.id,
         },
+        cluster.generation,
         action,
-        generation: cluster.generation,
-        timestamp: now,
-        traceparent: cls_rpc::trace::current_traceparent(),
-    }
-    .envelope()
+        now,
+    )
 }
 
 /// List clusters the caller may see, newest first.
@@ -119,32 +119,41 @@ pub(crate) async fn create_cluster(
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool.get().await?;
-    let (response, fresh) = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            if let Some(idempotent) = &idempotent
-                && let Some(stored) = idempotent
+    // Without a key the insert is a single statement (one round trip, atomic on its own); with
+    // one, the key's claim and record share a transaction with it.
+    let insert = async |conn: &mut AsyncPgConnection| {
+        let id = Uuid::now_v7();
+        let event = lifecycle_event(
+            ResourceRef::Cluster { cluster_id: id },
+            1,
+            LifecycleAction::Created,
+            now,
+        );
+        let cluster =
+            clusters::create_announced(conn, caller.email(), &new, id, now, &[event]).await?;
+        Ok::<_, ApiError>(StoredResponse {
+            status: 201,
+            body: serde_json::to_value(&cluster).map_err(|_| ApiError::internal())?,
+            resource_id: Some(cluster.id),
+        })
+    };
+    let (response, fresh) = match &idempotent {
+        None => (insert(&mut conn).await?, true),
+        Some(idempotent) => {
+            conn.transaction::<_, ApiError, _>(async |conn| {
+                if let Some(stored) = idempotent
                     .claim(conn, caller.email(), now, state.idempotency_ttl)
                     .await?
-            {
-                return Ok((stored, false));
-            }
-            let cluster = clusters::create(conn, caller.email(), &new, Uuid::now_v7(), now).await?;
-            outbox::insert(
-                conn,
-                &[cluster_event(&cluster, LifecycleAction::Created, now)],
-            )
-            .await?;
-            let stored = StoredResponse {
-                status: 201,
-                body: serde_json::to_value(&cluster).map_err(|_| ApiError::internal())?,
-                resource_id: Some(cluster.id),
-            };
-            if let Some(idempotent) = &idempotent {
+                {
+                    return Ok((stored, false));
+                }
+                let stored = insert(conn).await?;
                 idempotent.complete(conn, caller.email(), &stored).await?;
-            }
-            Ok((stored, true))
-        })
-        .await?;
+                Ok((stored, true))
+            })
+            .await?
+        }
+    };
     // The schedule row committed with the cluster makes its first reconcile due at once; the
     // trigger records the creation with the scheduler (and carries the trace there). A replay
     // created nothing, so it announces nothing.

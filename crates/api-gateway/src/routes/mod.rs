@@ -10,6 +10,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use cls_domain::ErrorCode;
 use cls_domain::FieldError;
+use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
 use cls_domain::parse::{ParseError, parse_value_checked};
 use cls_domain::resource::Labels;
 use cls_domain::status::Phase;
@@ -215,6 +216,24 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::IF_MATCH)
         .map(|v| v.to_str().unwrap_or("\u{0}").to_owned())
+}
+
+/// The lifecycle event of a change to `resource`, carrying the request's trace context.
+pub(crate) fn lifecycle_event(
+    resource: ResourceRef,
+    generation: i64,
+    action: LifecycleAction,
+    now: time::OffsetDateTime,
+) -> Envelope {
+    LifecycleEvent {
+        id: Uuid::now_v7(),
+        resource,
+        action,
+        generation,
+        timestamp: now,
+        traceparent: cls_rpc::trace::current_traceparent(),
+    }
+    .envelope()
 }
 
 /// A POST sent with an `Idempotency-Key`: the key, what was asked (method and path) and a

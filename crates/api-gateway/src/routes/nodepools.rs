@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use cls_domain::ErrorCode;
 use cls_domain::FieldError;
-use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
+use cls_domain::event::{Envelope, LifecycleAction, ResourceRef};
 use cls_domain::identity::Caller;
 use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::{
@@ -22,7 +22,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::clusters::{LIST_PARAMS, created};
-use super::{Idempotent, Query, check_if_match, if_match, json_body, path_id, with_etag};
+use super::{
+    Idempotent, Query, check_if_match, if_match, json_body, lifecycle_event, path_id, with_etag,
+};
 use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
@@ -49,18 +51,15 @@ pub(crate) fn nodepool_event(
     action: LifecycleAction,
     now: OffsetDateTime,
 ) -> Envelope {
-    LifecycleEvent {
-        id: Uuid::now_v7(),
-        resource: ResourceRef::NodePool {
+    lifecycle_event(
+        ResourceRef::NodePool {
             cluster_id: nodepool.cluster_id,
             nodepool_id: nodepool.id,
         },
+        nodepool.generation,
         action,
-        generation: nodepool.generation,
-        timestamp: now,
-        traceparent: cls_rpc::trace::current_traceparent(),
-    }
-    .envelope()
+        now,
+    )
 }
 
 /// List nodepools the caller may see, newest first.
