@@ -220,10 +220,11 @@ async fn one_trace_from_rest_through_grpc_and_the_outbox_to_pubsub() {
     // The access log line is an INFO event: logged, not exported with the span it repeats.
     assert!(http.events.is_empty(), "{:?}", http.events);
 
-    // Postgres work inside it.
-    let insert = find(&|s| s.name == "INSERT outbox");
+    // Postgres work inside it (the cluster, its schedule row and its event: one statement).
+    let insert = find(&|s| s.name == "INSERT clusters");
     assert_eq!(insert.attributes["db.system"], "postgresql");
     assert_eq!(insert.kind, CLIENT);
+    assert_eq!(insert.parent, http.span_id);
 
     // gateway → scheduler over gRPC: client span under the request, server span under it.
     let call = find(&|s| {
