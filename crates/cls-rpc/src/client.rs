@@ -1,7 +1,9 @@
 //! Clients of peer services: lazily connected channels that fail fast, and the fire-and-forget
 //! reconcile trigger the api-gateway and the status-aggregator send to the reconcile-scheduler.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::ResourceKind;
@@ -30,9 +32,53 @@ pub type SchedulerClient = ReconcileSchedulerClient<InterceptedService<Channel, 
 /// cannot be delivered (the scheduler is down) is logged and dropped, because the scheduler's
 /// periodic pass reconciles the resource anyway (`generation_mismatch` or
 /// `unhealthy_reconciliation`). Disabled (`None` URL): triggers are only logged at debug.
+///
+/// Once the scheduler is unreachable, triggers are dropped without a call for
+/// [`UNREACHABLE_HOLD_OFF`] at a time, then the next one tries again: a connection attempt
+/// and a warning per request cost the gateway about 30 % of its CPU per create while the
+/// scheduler was down, for triggers that could not be delivered anyway.
 #[derive(Debug, Clone)]
 pub struct ReconcileTriggers {
     client: Option<SchedulerClient>,
+    reachability: Arc<Reachability>,
+}
+
+/// How long triggers are dropped without a call after the scheduler could not be reached.
+pub const UNREACHABLE_HOLD_OFF: Duration = Duration::from_secs(1);
+
+/// When the scheduler was last found unreachable: milliseconds after `epoch` until which
+/// triggers are dropped; 0 while it answers.
+#[derive(Debug)]
+struct Reachability {
+    epoch: Instant,
+    retry_at_ms: AtomicU64,
+}
+
+impl Reachability {
+    fn now_ms(&self) -> u64 {
+        // At least 1, so that 0 keeps meaning "reachable".
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn holding_off(&self) -> bool {
+        let retry_at = self.retry_at_ms.load(Ordering::Relaxed);
+        retry_at != 0 && self.now_ms() < retry_at
+    }
+
+    /// Records a failed call; whether the scheduler was reachable until now.
+    fn unreachable(&self) -> bool {
+        let hold_off = u64::try_from(UNREACHABLE_HOLD_OFF.as_millis()).unwrap_or(u64::MAX);
+        self.retry_at_ms
+            .swap(self.now_ms().saturating_add(hold_off), Ordering::Relaxed)
+            == 0
+    }
+
+    /// Records an answered call; whether the scheduler was unreachable until now.
+    fn reachable(&self) -> bool {
+        self.retry_at_ms.swap(0, Ordering::Relaxed) != 0
+    }
 }
 
 impl ReconcileTriggers {
@@ -48,7 +94,13 @@ impl ReconcileTriggers {
             )),
             None => None,
         };
-        Ok(ReconcileTriggers { client })
+        Ok(ReconcileTriggers {
+            client,
+            reachability: Arc::new(Reachability {
+                epoch: Instant::now(),
+                retry_at_ms: AtomicU64::new(0),
+            }),
+        })
     }
 
     /// Sends the trigger in the background (needs a Tokio runtime).
@@ -57,6 +109,11 @@ impl ReconcileTriggers {
             tracing::debug!(kind = kind.as_str(), %id, %reason, "no reconcile-scheduler configured; trigger dropped");
             return;
         };
+        if self.reachability.holding_off() {
+            tracing::debug!(kind = kind.as_str(), %id, %reason, "reconcile-scheduler unreachable; trigger dropped");
+            return;
+        }
+        let reachability = self.reachability.clone();
         let request = TriggerRequest {
             kind: match kind {
                 ResourceKind::Cluster => PbKind::Cluster,
@@ -69,11 +126,39 @@ impl ReconcileTriggers {
         // serves (task-locals do not cross `spawn`).
         let span = crate::trace::client_span("cls.scheduler.v1.ReconcileScheduler", "Trigger");
         let send = async move {
-            if let Err(status) = client.trigger(request).await {
-                tracing::warn!(
+            match client.trigger(request).await {
+                Ok(_) => {
+                    if reachability.reachable() {
+                        tracing::info!("reconcile-scheduler reachable again; triggers resume");
+                    }
+                }
+                // Not an answer from the scheduler: no connection (`Unavailable`), no reply in
+                // time, or a connection that broke (hyper's errors come out as `Unknown`).
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                    ) =>
+                {
+                    if reachability.unreachable() {
+                        tracing::warn!(
+                            kind = kind.as_str(), %id, %reason, code = ?status.code(), error = status.message(),
+                            hold_off = ?UNREACHABLE_HOLD_OFF,
+                            "reconcile-scheduler unreachable; triggers are dropped until it answers, and the periodic reconcile will catch up"
+                        );
+                    } else {
+                        tracing::debug!(
+                            kind = kind.as_str(), %id, %reason, code = ?status.code(), error = status.message(),
+                            "reconcile trigger not delivered; scheduler still unreachable"
+                        );
+                    }
+                }
+                Err(status) => tracing::warn!(
                     kind = kind.as_str(), %id, %reason, code = ?status.code(), error = status.message(),
                     "reconcile trigger not delivered; the periodic reconcile will catch up"
-                );
+                ),
             }
         };
         // The task also enters the caller's span: where the call's span is not logged (a

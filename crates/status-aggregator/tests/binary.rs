@@ -130,7 +130,7 @@ async fn warnings_while_serving_a_call_name_the_callers_request() {
         .find(|l: &serde_json::Value| {
             l["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("reconcile trigger not delivered"))
+                .is_some_and(|m| m.starts_with("reconcile-scheduler unreachable"))
         })
         .unwrap_or_else(|| panic!("the failed trigger is logged: {stdout}"));
     assert_eq!(warning["span"]["request_id"], "req-77", "{warning}");
