@@ -121,17 +121,21 @@ pub async fn list(
     cluster_id: Option<Uuid>,
     query: &ListQuery,
 ) -> Result<Page<NodePool>, StorageError> {
-    let total = filtered(caller, cluster_id, query)
-        .select(count_star())
-        .get_result(conn)
-        .await?;
-    let rows = filtered(caller, cluster_id, query)
-        .order((nodepools::created_at.desc(), nodepools::id.desc()))
-        .limit(query.limit)
-        .offset(query.offset)
-        .select(NodePoolRow::as_select())
-        .load(conn)
-        .await?;
+    // The total and the page, pipelined: both statements sent at once, one round trip.
+    let conn: &AsyncPgConnection = conn;
+    let (mut for_total, mut for_page) = (conn, conn);
+    let (total, rows) = futures_util::future::try_join(
+        filtered(caller, cluster_id, query)
+            .select(count_star())
+            .get_result::<i64>(&mut for_total),
+        filtered(caller, cluster_id, query)
+            .order((nodepools::created_at.desc(), nodepools::id.desc()))
+            .limit(query.limit)
+            .offset(query.offset)
+            .select(NodePoolRow::as_select())
+            .load::<NodePoolRow>(&mut for_page),
+    )
+    .await?;
     Ok(Page {
         items: all(rows, NodePoolRow::into_domain)?,
         total,
