@@ -2,6 +2,8 @@
 //! gRPC: while it is unreachable, requests do not each pay for a connection attempt; once it
 //! answers again, triggers are delivered.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
