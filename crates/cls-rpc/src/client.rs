@@ -133,13 +133,15 @@ impl ReconcileTriggers {
                     }
                 }
                 // Not an answer from the scheduler: no connection (`Unavailable`), no reply in
-                // time, or a connection that broke (hyper's errors come out as `Unknown`).
+                // time, or a connection that broke under the call (hyper's errors come out as
+                // `Unknown` or `Cancelled`).
                 Err(status)
                     if matches!(
                         status.code(),
                         tonic::Code::Unavailable
                             | tonic::Code::DeadlineExceeded
                             | tonic::Code::Unknown
+                            | tonic::Code::Cancelled
                     ) =>
                 {
                     if reachability.unreachable() {

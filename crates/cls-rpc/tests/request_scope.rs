@@ -2,61 +2,34 @@
 //! the calls it makes in turn carry the same request id and trace context (gateway →
 //! status-aggregator → reconcile-scheduler is one `request_id` in all three services' logs).
 
+mod common;
+
 use std::time::Duration;
 
 use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::ResourceKind;
 use cls_rpc::auth::SharedToken;
 use cls_rpc::client::ReconcileTriggers;
-use cls_rpc::scheduler::reconcile_scheduler_server::{
-    ReconcileScheduler, ReconcileSchedulerServer,
-};
-use cls_rpc::scheduler::{StatsRequest, StatsResponse, TriggerRequest, TriggerResponse};
-use cls_rpc::server::GrpcServer;
 use cls_telemetry::request::{self, Request as Served};
+use common::Scheduler;
 use tokio::sync::mpsc;
-use tonic::{Response, Status};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-/// A scheduler that reports, for every trigger, the request its handler runs for and the
-/// metadata an onward call made from the handler would carry.
-struct Recorder(mpsc::UnboundedSender<(Option<Served>, tonic::metadata::MetadataMap)>);
-
-#[tonic::async_trait]
-impl ReconcileScheduler for Recorder {
-    async fn trigger(
-        &self,
-        _: tonic::Request<TriggerRequest>,
-    ) -> Result<Response<TriggerResponse>, Status> {
-        let mut onward = tonic::Request::new(());
-        cls_rpc::trace::inject(&mut onward);
-        self.0
-            .send((request::current(), onward.metadata().clone()))
-            .ok();
-        Ok(Response::new(TriggerResponse { due_at: None }))
-    }
-
-    async fn stats(
-        &self,
-        _: tonic::Request<StatsRequest>,
-    ) -> Result<Response<StatsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-}
 
 #[tokio::test]
 async fn a_served_call_runs_for_the_callers_request_and_passes_it_on() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = GrpcServer::new()
-        .add(ReconcileSchedulerServer::new(Recorder(tx)))
-        .await;
-    let serving = tokio::spawn(server.serve(listener, async {
-        stopped.await.ok();
-    }));
+    // For every trigger: the request its handler runs for, and the metadata an onward call
+    // made from the handler would carry.
+    let scheduler = Scheduler::serve(listener, move |_| {
+        let mut onward = tonic::Request::new(());
+        cls_rpc::trace::inject(&mut onward);
+        tx.send((request::current(), onward.metadata().clone()))
+            .ok();
+    })
+    .await;
     let triggers =
         ReconcileTriggers::new(Some(&url), Duration::from_secs(5), SharedToken::none()).unwrap();
     let mut next = async || {
@@ -109,6 +82,5 @@ async fn a_served_call_runs_for_the_callers_request_and_passes_it_on() {
     let (seen, _) = next().await;
     assert_eq!(seen, None);
 
-    stop.send(()).unwrap();
-    serving.await.unwrap().unwrap();
+    scheduler.stop().await;
 }

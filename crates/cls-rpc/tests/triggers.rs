@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,35 +14,9 @@ use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::ResourceKind;
 use cls_rpc::auth::SharedToken;
 use cls_rpc::client::{ReconcileTriggers, UNREACHABLE_HOLD_OFF};
-use cls_rpc::scheduler::reconcile_scheduler_server::{
-    ReconcileScheduler, ReconcileSchedulerServer,
-};
-use cls_rpc::scheduler::{StatsRequest, StatsResponse, TriggerRequest, TriggerResponse};
-use cls_rpc::server::GrpcServer;
+use common::Scheduler;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
-use tonic::{Response, Status};
-
-/// A scheduler that reports the resource id of every trigger it receives.
-struct Recorder(mpsc::UnboundedSender<String>);
-
-#[tonic::async_trait]
-impl ReconcileScheduler for Recorder {
-    async fn trigger(
-        &self,
-        request: tonic::Request<TriggerRequest>,
-    ) -> Result<Response<TriggerResponse>, Status> {
-        self.0.send(request.into_inner().resource_id).ok();
-        Ok(Response::new(TriggerResponse { due_at: None }))
-    }
-
-    async fn stats(
-        &self,
-        _: tonic::Request<StatsRequest>,
-    ) -> Result<Response<StatsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-}
 
 fn listen(addr: std::net::SocketAddr) -> TcpListener {
     let socket = TcpSocket::new_v4().unwrap();
@@ -94,13 +70,10 @@ async fn an_unreachable_scheduler_is_not_called_per_trigger_and_is_used_again_on
     counting.abort();
     let _ = counting.await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = GrpcServer::new()
-        .add(ReconcileSchedulerServer::new(Recorder(tx)))
-        .await;
-    let serving = tokio::spawn(server.serve(listen(addr), async {
-        stopped.await.ok();
-    }));
+    let scheduler = Scheduler::serve(listen(addr), move |request| {
+        tx.send(request.resource_id).ok();
+    })
+    .await;
     tokio::time::sleep(UNREACHABLE_HOLD_OFF).await;
 
     // After the hold-off the next trigger tries again, is delivered, and so are the rest.
@@ -121,6 +94,5 @@ async fn an_unreachable_scheduler_is_not_called_per_trigger_and_is_used_again_on
     sent.sort();
     assert_eq!(received, sent);
 
-    stop.send(()).unwrap();
-    serving.await.unwrap().unwrap();
+    scheduler.stop().await;
 }
