@@ -29,7 +29,8 @@ use event_publisher::{Config, Running};
 use gcloud_sdk::google::pubsub::v1::publisher_client::PublisherClient;
 use gcloud_sdk::google::pubsub::v1::subscriber_client::SubscriberClient;
 use gcloud_sdk::google::pubsub::v1::{
-    PublishRequest, PubsubMessage, StreamingPullRequest, Subscription, Topic,
+    DeleteSubscriptionRequest, PublishRequest, PubsubMessage, StreamingPullRequest, Subscription,
+    Topic,
 };
 use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
 use uuid::Uuid;
@@ -42,6 +43,7 @@ const BACKLOG: usize = 50_000;
 const CLUSTERS: usize = 64;
 const RATE: u64 = 500;
 const LATENCY_SECONDS: u64 = 10;
+const WARM_UP_SECONDS: u64 = 3;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -142,6 +144,43 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
     let baseline_rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
     println!("baseline: {baseline_rate:.0} msg/s");
 
+    // Whichever latency run came first, straight after the throughput burst above, had a long
+    // tail (p99 120-125 ms where the second run measured 52 ms for the same delivery): the
+    // emulator (a JVM) had just taken 50 000 messages and had not streamed to a subscriber
+    // yet. Both runs follow a warm-up at the same rate on a topic of their own.
+    let warm_topic = format!("projects/{PROJECT}/topics/bench-warm-up");
+    let warm_subscription = format!("projects/{PROJECT}/subscriptions/bench-warm-up");
+    publisher
+        .get()
+        .create_topic(Topic {
+            name: warm_topic.clone(),
+            ..Default::default()
+        })
+        .await?;
+    subscriber
+        .get()
+        .create_subscription(Subscription {
+            name: warm_subscription.clone(),
+            topic: warm_topic.clone(),
+            ack_deadline_seconds: 60,
+            enable_message_ordering: true,
+            ..Default::default()
+        })
+        .await?;
+    let (warm_receipts, warm_receiver) = receive(&subscriber, warm_subscription.clone());
+    let warm_total = (RATE * WARM_UP_SECONDS) as usize;
+    let warm_sent = publish_at_rate(&publisher, &warm_topic, &clusters, warm_total).await;
+    await_receipts(&warm_receipts, warm_total).await;
+    warm_receiver.abort();
+    let (warm_p50, warm_p99, _) = latency(&warm_sent, &warm_receipts);
+    println!("warm-up, minimal publisher → receipt: p50 {warm_p50:.1} ms, p99 {warm_p99:.1} ms");
+    subscriber
+        .get()
+        .delete_subscription(DeleteSubscriptionRequest {
+            subscription: warm_subscription,
+        })
+        .await?;
+
     // Commit → receipt latency at a steady rate, one replica.
     let topic = format!("projects/{PROJECT}/topics/cluster-events");
     let subscription = format!("projects/{PROJECT}/subscriptions/bench-latency");
@@ -192,10 +231,7 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
     for task in tasks {
         task.await?;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while receipts.lock().unwrap().len() < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_receipts(&receipts, total).await;
     receiver.abort();
     let commit_to_ack = &relay.metrics.commit_to_publish;
     let relay_mean_ms =
@@ -219,44 +255,9 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
         })
         .await?;
     let (direct_receipts, direct_receiver) = receive(&subscriber, direct_subscription);
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let (client, topic, sent, clusters) = (
-            publisher.get(),
-            baseline_topic.clone(),
-            sent.clone(),
-            clusters.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut client = client;
-            let period = Duration::from_micros(1_000_000 * writers as u64 / RATE);
-            let mut tick = tokio::time::interval(period);
-            for i in 0..total / writers {
-                tick.tick().await;
-                let e = event(clusters[(i * writers + w) % CLUSTERS], i as i64 + 1);
-                sent.lock()
-                    .unwrap()
-                    .insert(e.id.to_string(), Instant::now());
-                client
-                    .publish(PublishRequest {
-                        topic: topic.clone(),
-                        messages: vec![message(&e)],
-                    })
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for task in tasks {
-        task.await?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while direct_receipts.lock().unwrap().len() < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let sent = publish_at_rate(&publisher, &baseline_topic, &clusters, total).await;
+    await_receipts(&direct_receipts, total).await;
     direct_receiver.abort();
-    let sent = sent.lock().unwrap().clone();
     let (direct_p50, direct_p99, _) = latency(&sent, &direct_receipts);
     println!("minimal publisher → receipt: p50 {direct_p50:.1} ms, p99 {direct_p99:.1} ms");
 
@@ -395,6 +396,57 @@ fn receive(
         }
     });
     (receipts, task)
+}
+
+/// Publishes `total` events straight to `topic` at [`RATE`] from four tasks, as the outbox
+/// writers commit them; returns when each was sent.
+async fn publish_at_rate(
+    publisher: &GoogleApi<PublisherClient<GoogleAuthMiddleware>>,
+    topic: &str,
+    clusters: &[Uuid],
+    total: usize,
+) -> HashMap<String, Instant> {
+    let writers = 4;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (mut client, topic, sent, clusters) = (
+            publisher.get(),
+            topic.to_owned(),
+            sent.clone(),
+            clusters.to_vec(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let period = Duration::from_micros(1_000_000 * writers as u64 / RATE);
+            let mut tick = tokio::time::interval(period);
+            for i in 0..total / writers {
+                tick.tick().await;
+                let e = event(clusters[(i * writers + w) % CLUSTERS], i as i64 + 1);
+                sent.lock()
+                    .unwrap()
+                    .insert(e.id.to_string(), Instant::now());
+                client
+                    .publish(PublishRequest {
+                        topic: topic.clone(),
+                        messages: vec![message(&e)],
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    sent.lock().unwrap().clone()
+}
+
+/// Waits until `total` receipts arrived, for 30 s at most.
+async fn await_receipts(receipts: &Receipts, total: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receipts.lock().unwrap().len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// p50 and p99 of receipt minus send (ms), and how many distinct events arrived.
