@@ -113,13 +113,7 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
 
     // Baseline: the emulator's own rate for the same messages, without the outbox.
     let baseline_topic = format!("projects/{PROJECT}/topics/bench-baseline");
-    publisher
-        .get()
-        .create_topic(Topic {
-            name: baseline_topic.clone(),
-            ..Default::default()
-        })
-        .await?;
+    create_topic(&publisher, &baseline_topic).await?;
     let messages: Vec<PubsubMessage> = events(BACKLOG).iter().map(message).collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -150,23 +144,8 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
     // yet. Both runs follow a warm-up at the same rate on a topic of their own.
     let warm_topic = format!("projects/{PROJECT}/topics/bench-warm-up");
     let warm_subscription = format!("projects/{PROJECT}/subscriptions/bench-warm-up");
-    publisher
-        .get()
-        .create_topic(Topic {
-            name: warm_topic.clone(),
-            ..Default::default()
-        })
-        .await?;
-    subscriber
-        .get()
-        .create_subscription(Subscription {
-            name: warm_subscription.clone(),
-            topic: warm_topic.clone(),
-            ack_deadline_seconds: 60,
-            enable_message_ordering: true,
-            ..Default::default()
-        })
-        .await?;
+    create_topic(&publisher, &warm_topic).await?;
+    ordered_subscription(&subscriber, &warm_subscription, &warm_topic).await?;
     let (warm_receipts, warm_receiver) = receive(&subscriber, warm_subscription.clone());
     let warm_total = (RATE * WARM_UP_SECONDS) as usize;
     let warm_sent = publish_at_rate(&publisher, &warm_topic, &clusters, warm_total).await;
@@ -185,23 +164,8 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
     let topic = format!("projects/{PROJECT}/topics/cluster-events");
     let subscription = format!("projects/{PROJECT}/subscriptions/bench-latency");
     // The relay would create it too; the subscription needs it first.
-    let _ = publisher
-        .get()
-        .create_topic(Topic {
-            name: topic.clone(),
-            ..Default::default()
-        })
-        .await;
-    subscriber
-        .get()
-        .create_subscription(Subscription {
-            name: subscription.clone(),
-            topic,
-            ack_deadline_seconds: 60,
-            enable_message_ordering: true,
-            ..Default::default()
-        })
-        .await?;
+    let _ = create_topic(&publisher, &topic).await;
+    ordered_subscription(&subscriber, &subscription, &topic).await?;
     let relay = start(url, host).await?;
     wait_for_shards(std::slice::from_ref(&relay)).await;
     let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -244,16 +208,7 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
 
     // The same rate straight from a minimal publisher: what the emulator's own delivery costs.
     let direct_subscription = format!("projects/{PROJECT}/subscriptions/bench-baseline-latency");
-    subscriber
-        .get()
-        .create_subscription(Subscription {
-            name: direct_subscription.clone(),
-            topic: baseline_topic.clone(),
-            ack_deadline_seconds: 60,
-            enable_message_ordering: true,
-            ..Default::default()
-        })
-        .await?;
+    ordered_subscription(&subscriber, &direct_subscription, &baseline_topic).await?;
     let (direct_receipts, direct_receiver) = receive(&subscriber, direct_subscription);
     let sent = publish_at_rate(&publisher, &baseline_topic, &clusters, total).await;
     await_receipts(&direct_receipts, total).await;
@@ -396,6 +351,39 @@ fn receive(
         }
     });
     (receipts, task)
+}
+
+async fn create_topic(
+    publisher: &GoogleApi<PublisherClient<GoogleAuthMiddleware>>,
+    name: &str,
+) -> anyhow::Result<()> {
+    publisher
+        .get()
+        .create_topic(Topic {
+            name: name.to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// A subscription to `topic` with message ordering, as controllers subscribe.
+async fn ordered_subscription(
+    subscriber: &GoogleApi<SubscriberClient<GoogleAuthMiddleware>>,
+    name: &str,
+    topic: &str,
+) -> anyhow::Result<()> {
+    subscriber
+        .get()
+        .create_subscription(Subscription {
+            name: name.to_owned(),
+            topic: topic.to_owned(),
+            ack_deadline_seconds: 60,
+            enable_message_ordering: true,
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
 }
 
 /// Publishes `total` events straight to `topic` at [`RATE`] from four tasks, as the outbox
