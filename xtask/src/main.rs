@@ -61,7 +61,12 @@ fn run() -> anyhow::Result<()> {
 }
 
 pub(crate) fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // `cargo xtask` (`cargo run`) sets `CARGO_MANIFEST_DIR` for the run too, to the checkout
+    // it was invoked in. Checkouts sharing one target dir can leave a binary built from
+    // another checkout in place, whose compile-time path would send `bench` output there.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
