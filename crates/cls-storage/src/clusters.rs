@@ -94,13 +94,7 @@ pub async fn create_announced(
     let row: ClusterRow = outbox::bind_rows(statement, events)
         .get_result(conn)
         .await
-        .map_err(|e| match e {
-            e if StorageError::is_unique_violation(&e, NAME_INDEX) => StorageError::NameExists {
-                kind: "cluster",
-                name: new.name.clone(),
-            },
-            e => e.into(),
-        })?;
+        .map_err(|e| StorageError::on_create(e, NAME_INDEX, "cluster", &new.name))?;
     row.into_domain()
 }
 

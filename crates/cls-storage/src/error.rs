@@ -51,4 +51,17 @@ impl StorageError {
         matches!(err, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
             if info.constraint_name() == Some(index))
     }
+
+    /// A create's error: [`StorageError::NameExists`] when it violates `index`, the unique
+    /// index of live names of that `kind`; otherwise the database error.
+    pub(crate) fn on_create(err: DieselError, index: &str, kind: &'static str, name: &str) -> Self {
+        if Self::is_unique_violation(&err, index) {
+            StorageError::NameExists {
+                kind,
+                name: name.to_owned(),
+            }
+        } else {
+            err.into()
+        }
+    }
 }

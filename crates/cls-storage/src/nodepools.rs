@@ -1,18 +1,24 @@
 //! Nodepool repository functions. A user sees the live nodepools of the clusters it created;
 //! a controller sees all (SPEC §2.2).
 
+use std::sync::LazyLock;
+
 use cls_domain::aggregate::initial_status;
+use cls_domain::event::Envelope;
 use cls_domain::identity::Caller;
 use cls_domain::resource::{Cluster, NodePool, NodePoolSpec, ResourceKind};
 use cls_domain::validate::{NewNodePool, NodePoolUpdate};
 use diesel::dsl::count_star;
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::sql_types::{Jsonb, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::StorageError;
+use crate::outbox;
+use crate::prepared::sql;
 use crate::rows::{NodePoolRow, all, encode};
 use crate::schema::{clusters, nodepools, reconcile_schedule};
 use crate::{ListQuery, Page, Updated, check_versions, next_generation, truncate_to_micros};
@@ -22,13 +28,8 @@ const NAME_INDEX: &str = "nodepools_cluster_name_live";
 
 /// Inserts a nodepool under `cluster` (which the caller has locked with
 /// [`crate::clusters::lock_live`] in the same transaction, so it cannot be deleted
-/// concurrently), at generation 1 with a `Pending` status, and its reconcile schedule.
-#[tracing::instrument(
-    name = "INSERT nodepools",
-    level = "info",
-    skip_all,
-    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "INSERT", db.collection.name = "nodepools")
-)]
+/// concurrently), at generation 1 with a `Pending` status, and its reconcile schedule. See
+/// [`create_announced`] to write its creation event with it.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     cluster: &Cluster,
@@ -37,47 +38,70 @@ pub async fn create(
     id: Uuid,
     now: OffsetDateTime,
 ) -> Result<NodePool, StorageError> {
-    let now = truncate_to_micros(now);
-    atomically!(conn, async |conn| {
-        let row = diesel::insert_into(nodepools::table)
-            .values((
-                nodepools::id.eq(id),
-                nodepools::cluster_id.eq(cluster.id),
-                nodepools::name.eq(&new.name),
-                nodepools::labels.eq(encode(&new.labels)),
-                nodepools::created_by.eq(created_by),
-                nodepools::generation.eq(1),
-                nodepools::resource_version.eq(1),
-                nodepools::spec.eq(encode(&new.spec)),
-                nodepools::status.eq(encode(&initial_status(ResourceKind::NodePool, 1, now))),
-                nodepools::created_at.eq(now),
-                nodepools::updated_at.eq(now),
-            ))
-            .returning(NodePoolRow::as_returning())
-            .get_result(conn)
-            .await
-            .map_err(|e| match e {
-                e if StorageError::is_unique_violation(&e, NAME_INDEX) => {
-                    StorageError::NameExists {
-                        kind: "nodepool",
-                        name: new.name.clone(),
-                    }
-                }
-                e => e.into(),
-            })?;
-        diesel::insert_into(reconcile_schedule::table)
-            .values((
-                reconcile_schedule::resource_id.eq(id),
-                reconcile_schedule::resource_kind.eq(ResourceKind::NodePool.as_str()),
-                reconcile_schedule::cluster_id.eq(cluster.id),
-                reconcile_schedule::nodepool_id.eq(id),
-                reconcile_schedule::next_due_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
-        row.into_domain()
-    })
+    create_announced(conn, cluster, created_by, new, id, now, &[]).await
 }
+
+/// [`create`], writing `events` (the nodepool's creation event) to the outbox with it, in one
+/// statement: data-modifying CTEs insert the nodepool, its schedule row and its events, which
+/// take the cluster's outbox lock first, as [`crate::outbox::insert`] does.
+#[tracing::instrument(
+    name = "INSERT nodepools",
+    level = "info",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", db.operation.name = "INSERT", db.collection.name = "nodepools")
+)]
+pub async fn create_announced(
+    conn: &mut AsyncPgConnection,
+    cluster: &Cluster,
+    created_by: &str,
+    new: &NewNodePool,
+    id: Uuid,
+    now: OffsetDateTime,
+    events: &[Envelope],
+) -> Result<NodePool, StorageError> {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH {locks}, nodepool AS (
+                 INSERT INTO nodepools (id, cluster_id, name, labels, created_by, generation,
+                                        resource_version, spec, status, created_at, updated_at)
+                 VALUES ($3, $4, $5, $6, $7, 1, 1, $8, $9, $10, $10)
+                 RETURNING {NODEPOOL_COLUMNS}
+             ), schedule AS (
+                 INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, nodepool_id, next_due_at)
+                 SELECT id, '{kind}', cluster_id, id, created_at FROM nodepool
+             ), events AS (
+                 {events} {after_locks}
+             )
+             SELECT * FROM nodepool",
+            locks = outbox::locks_cte(1),
+            kind = ResourceKind::NodePool.as_str(),
+            events = outbox::insert_sql(11),
+            after_locks = outbox::AFTER_LOCKS,
+        )
+    });
+    let now = truncate_to_micros(now);
+    let labels = encode(&new.labels);
+    let spec = encode(&new.spec);
+    let status = encode(&initial_status(ResourceKind::NodePool, 1, now));
+    let statement = outbox::bind_locks(sql(STATEMENT.as_str()), events)
+        .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(cluster.id)
+        .bind::<Text, _>(&new.name)
+        .bind::<Jsonb, _>(&labels)
+        .bind::<Text, _>(created_by)
+        .bind::<Jsonb, _>(&spec)
+        .bind::<Jsonb, _>(&status)
+        .bind::<Timestamptz, _>(now);
+    let row: NodePoolRow = outbox::bind_rows(statement, events)
+        .get_result(conn)
+        .await
+        .map_err(|e| StorageError::on_create(e, NAME_INDEX, "nodepool", &new.name))?;
+    row.into_domain()
+}
+
+/// The columns of [`NodePoolRow`], for hand-written statements.
+const NODEPOOL_COLUMNS: &str = "id, cluster_id, name, labels, created_by, generation, \
+    resource_version, spec, status, created_at, updated_at, deleted_at";
 
 /// A nodepool by id, if the caller may see it (controllers also see deleted nodepools).
 pub async fn get(

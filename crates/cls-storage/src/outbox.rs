@@ -62,33 +62,54 @@ pub async fn insert(
     if envelopes.is_empty() {
         return Ok(());
     }
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH {} {} {AFTER_LOCKS} ON CONFLICT (id) DO NOTHING",
+            locks_cte(1),
+            insert_sql(3)
+        )
+    });
+    atomically!(conn, async |conn| {
+        let statement = bind_locks(sql(STATEMENT.as_str()), envelopes);
+        bind_rows(statement, envelopes).execute(conn).await?;
+        Ok(())
+    })
+}
+
+/// `locks AS (…)`: a CTE that takes the per-cluster advisory lock of every cluster the events
+/// bound by [`bind_locks`] belong to (placeholders `$first` and `$first + 1`), in cluster id
+/// order so that writers cannot deadlock. The events' insert ends with [`AFTER_LOCKS`], so the
+/// locks are held before the first row's `seq` is drawn.
+pub(crate) fn locks_cte(first: usize) -> String {
+    format!(
+        "locks AS (
+             SELECT pg_advisory_xact_lock(${}, hashtext(cluster_id))
+               FROM unnest(${}::text[]) AS cluster_id ORDER BY cluster_id
+         )",
+        first,
+        first + 1
+    )
+}
+
+/// The condition that makes an [`insert_sql`] wait for [`locks_cte`]: a sub-select is an init
+/// plan, evaluated before the first row is produced.
+pub(crate) const AFTER_LOCKS: &str = "WHERE (SELECT count(*) FROM locks) >= 0";
+
+/// Binds the next two placeholders of `statement` for [`locks_cte`]: the lock class and the
+/// events' distinct cluster ids.
+pub(crate) fn bind_locks<B: Binds + Send>(
+    statement: Sql<B>,
+    envelopes: &[Envelope],
+) -> Sql<impl Binds + Send + use<B>> {
     let mut cluster_ids: Vec<String> = envelopes
         .iter()
         .map(|e| e.resource.cluster_id().to_string())
         .collect();
     cluster_ids.sort_unstable();
     cluster_ids.dedup();
-    // The lock sub-select is an init plan, evaluated before the first row (and so before its
-    // `seq`) is produced.
-    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "WITH locks AS (
-                 SELECT pg_advisory_xact_lock($1, hashtext(cluster_id))
-                   FROM unnest($2::text[]) AS cluster_id ORDER BY cluster_id
-             )
-             {}
-              WHERE (SELECT count(*) FROM locks) >= 0
-             ON CONFLICT (id) DO NOTHING",
-            insert_sql(3)
-        )
-    });
-    atomically!(conn, async |conn| {
-        let statement = sql(STATEMENT.as_str())
-            .bind::<Integer, _>(OUTBOX_LOCK_CLASS)
-            .bind::<Array<Text>, _>(&cluster_ids);
-        bind_rows(statement, envelopes).execute(conn).await?;
-        Ok(())
-    })
+    statement
+        .bind::<Integer, _>(OUTBOX_LOCK_CLASS)
+        .bind::<Array<Text>, _>(cluster_ids)
 }
 
 /// An `INSERT INTO outbox … SELECT … FROM unnest(…)` of the events bound by [`bind_rows`],

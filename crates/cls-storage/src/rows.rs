@@ -93,7 +93,7 @@ impl ClusterRow {
     }
 }
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = nodepools, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct NodePoolRow {
     pub(crate) id: Uuid,

@@ -419,8 +419,9 @@ async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
         clusters::get(&mut conn, &alice(), id).await.unwrap(),
         Some(created.clone())
     );
+    // Its event is pending and its first reconcile due at once.
+    assert_pending_and_due(&mut conn, 1, 1).await;
     let rows = outbox::pending(&mut conn, 10).await.unwrap();
-    assert_eq!(rows.len(), 1);
     assert_eq!(
         (
             rows[0].id,
@@ -431,11 +432,6 @@ async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
         (event.id, id, event.shard, event.traceparent.as_deref())
     );
     assert_eq!(rows[0].body, event.body);
-    // Its first reconcile is due at once.
-    let due = cls_storage::schedule::stats(&mut conn, now(), time::Duration::minutes(1))
-        .await
-        .unwrap();
-    assert_eq!(due.due, 1, "{due:?}");
 
     // A name conflict stores nothing: no cluster, no schedule row, no event.
     let other = Uuid::now_v7();
@@ -456,11 +452,139 @@ async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
             .unwrap(),
         None
     );
-    assert_eq!(outbox::pending(&mut conn, 10).await.unwrap().len(), 1);
-    let due = cls_storage::schedule::stats(&mut conn, now(), time::Duration::minutes(1))
+    assert_pending_and_due(&mut conn, 1, 1).await;
+}
+
+/// How many events are pending in the outbox and how many resources are due to reconcile.
+async fn assert_pending_and_due(conn: &mut AsyncPgConnection, events: usize, due: i64) {
+    assert_eq!(outbox::pending(conn, 10).await.unwrap().len(), events);
+    let stats = cls_storage::schedule::stats(conn, now(), time::Duration::minutes(1))
         .await
         .unwrap();
-    assert_eq!(due.due, 1, "{due:?}");
+    assert_eq!(stats.due, due, "{stats:?}");
+}
+
+fn nodepool_created_event(cluster_id: Uuid, nodepool_id: Uuid) -> cls_domain::event::Envelope {
+    LifecycleEvent {
+        id: Uuid::now_v7(),
+        resource: ResourceRef::NodePool {
+            cluster_id,
+            nodepool_id,
+        },
+        action: LifecycleAction::Created,
+        generation: 1,
+        timestamp: now(),
+        traceparent: None,
+    }
+    .envelope()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodepool_is_created_with_its_schedule_and_event_after_the_clusters_earlier_events() {
+    use diesel_async::{AnsiTransactionManager, TransactionManager as _};
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = create_cluster(&mut conn, &alice(), "c1").await;
+    let first = created_event(cluster.id);
+    outbox::insert(&mut conn, std::slice::from_ref(&first))
+        .await
+        .unwrap();
+
+    // Another change to the cluster is in flight with its event written, not yet committed.
+    let mut other = db.conn().await;
+    AnsiTransactionManager::begin_transaction(&mut other)
+        .await
+        .unwrap();
+    let concurrent = created_event(cluster.id);
+    outbox::insert(&mut other, std::slice::from_ref(&concurrent))
+        .await
+        .unwrap();
+
+    let id = Uuid::now_v7();
+    let event = nodepool_created_event(cluster.id, id);
+    let creating = {
+        let (url, cluster, event) = (db.url().to_owned(), cluster.clone(), event.clone());
+        tokio::spawn(async move {
+            let mut conn = cls_storage::connect(&url).await.unwrap();
+            conn.transaction::<_, StorageError, _>(async |conn| {
+                let locked = clusters::lock_live(conn, &alice(), cluster.id).await?;
+                nodepools::create_announced(
+                    conn,
+                    &locked,
+                    "alice@example.com",
+                    &new_nodepool("np", 3),
+                    id,
+                    now(),
+                    std::slice::from_ref(&event),
+                )
+                .await
+            })
+            .await
+        })
+    };
+    // The creation waits for the cluster's outbox lock, so its event cannot take a `seq`
+    // before the event that commits first.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!creating.is_finished(), "waits for the change in flight");
+    AnsiTransactionManager::commit_transaction(&mut other)
+        .await
+        .unwrap();
+    let nodepool = creating.await.unwrap().unwrap();
+    assert_eq!(
+        (nodepool.id, nodepool.cluster_id, nodepool.generation),
+        (id, cluster.id, 1)
+    );
+    assert_eq!(
+        nodepools::get(&mut conn, &alice(), id).await.unwrap(),
+        Some(nodepool)
+    );
+    let order: Vec<Uuid> = outbox::pending(&mut conn, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        order,
+        vec![first.id, concurrent.id, event.id],
+        "seq order is commit order"
+    );
+    // The cluster's and the nodepool's first reconciles are due.
+    assert_pending_and_due(&mut conn, 3, 2).await;
+
+    // A name conflict stores nothing: no nodepool, no schedule row, no event.
+    let locked = clusters::lock_live(&mut conn, &alice(), cluster.id)
+        .await
+        .unwrap();
+    let other_id = Uuid::now_v7();
+    let err = nodepools::create_announced(
+        &mut conn,
+        &locked,
+        "alice@example.com",
+        &new_nodepool("np", 3),
+        other_id,
+        now(),
+        &[nodepool_created_event(cluster.id, other_id)],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::NameExists {
+                kind: "nodepool",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        nodepools::get(&mut conn, &controller(), other_id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_pending_and_due(&mut conn, 3, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,12 +184,24 @@ pub(crate) async fn create_nodepool_in(
                 })?;
             let new = validate_nodepool_create(request, cluster.spec.release_version())
                 .map_err(ApiError::validation)?;
-            let nodepool =
-                nodepools::create(conn, &cluster, caller.email(), &new, Uuid::now_v7(), now)
-                    .await?;
-            outbox::insert(
+            let id = Uuid::now_v7();
+            let event = lifecycle_event(
+                ResourceRef::NodePool {
+                    cluster_id: cluster.id,
+                    nodepool_id: id,
+                },
+                1,
+                LifecycleAction::Created,
+                now,
+            );
+            let nodepool = nodepools::create_announced(
                 conn,
-                &[nodepool_event(&nodepool, LifecycleAction::Created, now)],
+                &cluster,
+                caller.email(),
+                &new,
+                id,
+                now,
+                &[event],
             )
             .await?;
             let stored = StoredResponse {
