@@ -7,11 +7,10 @@ mod common;
 use std::time::Duration;
 
 use cls_domain::reconcile::ReconcileReason;
-use cls_domain::resource::ResourceKind;
 use cls_rpc::auth::SharedToken;
 use cls_rpc::client::ReconcileTriggers;
 use cls_telemetry::request::{self, Request as Served};
-use common::Scheduler;
+use common::{Scheduler, fire};
 use tokio::sync::mpsc;
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -44,11 +43,7 @@ async fn a_served_call_runs_for_the_callers_request_and_passes_it_on() {
         traceparent: Some(TRACEPARENT.to_owned()),
     };
     request::scope(served.clone(), async {
-        triggers.fire(
-            ResourceKind::Cluster,
-            uuid::Uuid::new_v4(),
-            ReconcileReason::StatusChange,
-        );
+        fire(&triggers, ReconcileReason::StatusChange);
     })
     .await;
     let (seen, onward) = next().await;
@@ -57,11 +52,7 @@ async fn a_served_call_runs_for_the_callers_request_and_passes_it_on() {
     assert_eq!(onward.get("traceparent").unwrap(), TRACEPARENT);
 
     // A call made for no request (a scheduler round) serves none and passes none on.
-    triggers.fire(
-        ResourceKind::Cluster,
-        uuid::Uuid::new_v4(),
-        ReconcileReason::StatusChange,
-    );
+    fire(&triggers, ReconcileReason::StatusChange);
     let (seen, onward) = next().await;
     assert_eq!(seen, None);
     assert!(onward.get("x-request-id").is_none());
@@ -72,11 +63,7 @@ async fn a_served_call_runs_for_the_callers_request_and_passes_it_on() {
         traceparent: None,
     };
     request::scope(unsafe_id, async {
-        triggers.fire(
-            ResourceKind::Cluster,
-            uuid::Uuid::new_v4(),
-            ReconcileReason::StatusChange,
-        );
+        fire(&triggers, ReconcileReason::StatusChange);
     })
     .await;
     let (seen, _) = next().await;

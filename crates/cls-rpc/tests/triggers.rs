@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cls_domain::reconcile::ReconcileReason;
-use cls_domain::resource::ResourceKind;
 use cls_rpc::auth::SharedToken;
 use cls_rpc::client::{ReconcileTriggers, UNREACHABLE_HOLD_OFF};
-use common::Scheduler;
+use common::{Scheduler, fire};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 
@@ -23,12 +22,6 @@ fn listen(addr: std::net::SocketAddr) -> TcpListener {
     socket.set_reuseaddr(true).unwrap();
     socket.bind(addr).unwrap();
     socket.listen(64).unwrap()
-}
-
-fn fire(triggers: &ReconcileTriggers) -> uuid::Uuid {
-    let id = uuid::Uuid::new_v4();
-    triggers.fire(ResourceKind::Cluster, id, ReconcileReason::SpecChange);
-    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +49,7 @@ async fn an_unreachable_scheduler_is_not_called_per_trigger_and_is_used_again_on
 
     // Twenty requests' triggers over about half the hold-off.
     for _ in 0..20 {
-        fire(&triggers);
+        fire(&triggers, ReconcileReason::SpecChange);
         tokio::time::sleep(UNREACHABLE_HOLD_OFF / 40).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -79,7 +72,7 @@ async fn an_unreachable_scheduler_is_not_called_per_trigger_and_is_used_again_on
     // After the hold-off the next trigger tries again, is delivered, and so are the rest.
     let mut sent = Vec::new();
     for _ in 0..5 {
-        sent.push(fire(&triggers).to_string());
+        sent.push(fire(&triggers, ReconcileReason::SpecChange).to_string());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut received = Vec::new();

@@ -8,6 +8,9 @@
     reason = "test support: fails loudly, each test uses a part"
 )]
 
+use cls_domain::reconcile::ReconcileReason;
+use cls_domain::resource::ResourceKind;
+use cls_rpc::client::ReconcileTriggers;
 use cls_rpc::scheduler::reconcile_scheduler_server::{
     ReconcileScheduler, ReconcileSchedulerServer,
 };
@@ -69,4 +72,11 @@ impl Scheduler {
         self.stop.send(()).unwrap();
         self.serving.await.unwrap().unwrap();
     }
+}
+
+/// Fires a `reason` trigger for a new cluster id, and returns the id.
+pub fn fire(triggers: &ReconcileTriggers, reason: ReconcileReason) -> uuid::Uuid {
+    let id = uuid::Uuid::new_v4();
+    triggers.fire(ResourceKind::Cluster, id, reason);
+    id
 }
