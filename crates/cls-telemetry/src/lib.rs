@@ -23,6 +23,7 @@ use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+mod json_fields;
 pub mod request;
 
 pub use opentelemetry::Context;
@@ -157,6 +158,7 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
                     .with_current_span(true)
                     .with_span_list(true)
                     .with_target(false)
+                    .fmt_fields(json_fields::AppendJsonFields)
                     .with_filter(log_filter),
             )
             .try_init(),
