@@ -15,8 +15,8 @@ use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 
 /// The JSON log layer's span-field formatter (see the module docs).
 ///
-/// A field recorded twice appears twice in the stored object; the JSON line formatter reads it
-/// into a map, so the later value is the one written.
+/// A field recorded again (already in the object) takes the slow path, a full merge, so a
+/// long-lived span that records the same field on every iteration does not grow.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct AppendJsonFields;
 
@@ -40,9 +40,42 @@ impl<'writer> FormatFields<'writer> for AppendJsonFields {
         let mut visitor = JsonVisitor::new(&mut added);
         fields.record(&mut visitor);
         visitor.finish()?;
-        append(&mut current.fields, &added);
+        let mut names = FieldNames::default();
+        fields.record(&mut names);
+        if names.0.iter().any(|name| has_key(&current.fields, name)) {
+            current.fields = merged(&current.fields, &added)?;
+        } else {
+            append(&mut current.fields, &added);
+        }
         Ok(())
     }
+}
+
+/// The names of the fields a `record` call carries.
+#[derive(Default)]
+struct FieldNames(Vec<&'static str>);
+
+impl tracing::field::Visit for FieldNames {
+    fn record_debug(&mut self, field: &tracing::field::Field, _: &dyn fmt::Debug) {
+        self.0.push(field.name());
+    }
+}
+
+/// Whether the JSON object text `object` may have the member `name` (a `"name":` in it; a
+/// value that merely contains that text only costs a needless merge).
+fn has_key(object: &str, name: &str) -> bool {
+    object
+        .match_indices(name)
+        .any(|(at, _)| object[..at].ends_with('"') && object[at + name.len()..].starts_with("\":"))
+}
+
+/// The members of both JSON objects, `added`'s replacing `object`'s of the same name.
+fn merged(object: &str, added: &str) -> Result<String, fmt::Error> {
+    type Members = serde_json::Map<String, serde_json::Value>;
+    let mut members: Members = serde_json::from_str(object).map_err(|_| fmt::Error)?;
+    let added: Members = serde_json::from_str(added).map_err(|_| fmt::Error)?;
+    members.extend(added);
+    serde_json::to_string(&members).map_err(|_| fmt::Error)
 }
 
 /// Merges the JSON object `added` into the JSON object `object` (or replaces an empty one).
@@ -85,6 +118,17 @@ mod tests {
         let mut unset = String::new();
         append(&mut unset, r#"{"a":1}"#);
         assert_eq!(unset, r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_field_recorded_again_is_replaced_not_repeated() {
+        assert!(has_key(r#"{"status":200}"#, "status"));
+        assert!(!has_key(r#"{"status_code":200}"#, "status"));
+        assert!(!has_key(r#"{"a":"status"}"#, "status"));
+        assert_eq!(
+            merged(r#"{"a":1,"status":200}"#, r#"{"status":503}"#).unwrap(),
+            r#"{"a":1,"status":503}"#
+        );
     }
 
     #[test]
