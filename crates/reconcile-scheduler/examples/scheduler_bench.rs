@@ -2,7 +2,7 @@
 //!
 //! - **baseline**: the event-publisher's own gRPC `Publish` ceiling — the same reconcile
 //!   events sent directly in batches of 500, by as many concurrent callers as the schedulers
-//!   have claim loops (replicas × `RECONCILE_WORKERS`);
+//!   may have `Publish` calls in flight (replicas × `RECONCILE_WORKERS`);
 //! - **scheduler**: 10 000 resources due at once, with one and with three replicas, timed
 //!   from the moment they all became due (one statement, with the replicas already running
 //!   and idle) until the publisher accepted every reconcile event.
@@ -43,7 +43,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RESOURCES: usize = 10_000;
 const BATCH: usize = 500;
-/// `RECONCILE_WORKERS`' default: claim loops per replica.
+/// `RECONCILE_WORKERS`' default: rounds publishing at once per replica.
 const WORKERS: usize = 2;
 /// Alternating ceiling/scheduler trials per replica count; the medians are reported.
 const TRIALS: usize = 5;
@@ -59,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
         let clusters = create_clusters(&db).await?;
         let publisher = start_publisher(&db).await?;
         let url = format!("http://{}", publisher.grpc_addr);
-        // As many concurrent callers as claim loops: replicas × RECONCILE_WORKERS (default 2).
+        // As many concurrent callers as the schedulers' publish slots: replicas ×
+        // RECONCILE_WORKERS (default 2).
         let callers = replicas * WORKERS;
         let schedulers = start_schedulers(&db, &url, replicas).await?;
 

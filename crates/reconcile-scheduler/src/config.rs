@@ -39,7 +39,8 @@ pub struct Config {
     /// How long a round may wait with its rows locked before Postgres ends it (a hung replica).
     pub claim_ttl: Duration,
     pub batch_size: i64,
-    /// Concurrent claim loops in this replica.
+    /// Rounds that may publish at once in this replica; each has two claim loops, so one
+    /// claims its next batch while the other publishes.
     pub workers: usize,
     pub poll_interval: Duration,
     /// How long claimed items wait after a failed publish before they are due again.
@@ -110,12 +111,12 @@ impl Config {
         };
         let common = vars.common(8, 50052)?;
         let workers: usize = vars.number(env::RECONCILE_WORKERS, 2, 1..=16)?;
-        // Each claim loop holds a connection for its whole round; triggers, stats and the
-        // purge need at least one more.
-        if workers >= usize::try_from(common.database_max_connections).unwrap_or(usize::MAX) {
+        // Each worker's two claim loops hold a connection each for their rounds; triggers,
+        // stats and the purge need at least one more.
+        if 2 * workers >= usize::try_from(common.database_max_connections).unwrap_or(usize::MAX) {
             return Err(invalid(
                 env::RECONCILE_WORKERS,
-                "must be less than DATABASE_MAX_CONNECTIONS (each claim loop holds a connection for its round; triggers need one too)",
+                "must be less than half of DATABASE_MAX_CONNECTIONS (each worker's two claim loops hold a connection each for their rounds; triggers need one too)",
             ));
         }
         Ok(Config {
@@ -182,16 +183,16 @@ mod tests {
             ("EVENT_PUBLISHER_URL", "127.0.0.1:50053"),
             ("RECONCILE_CLAIM_TTL", "3s"),
             ("RECONCILE_DEBOUNCE_MAX_WAIT", "1s"),
-            // The default pool has 8 connections.
-            ("RECONCILE_WORKERS", "8"),
+            // The default pool has 8 connections: two loops of four workers need them all.
+            ("RECONCILE_WORKERS", "4"),
         ] {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{value}");
         }
         let fits = vars(&[
-            ("RECONCILE_WORKERS", "8"),
+            ("RECONCILE_WORKERS", "4"),
             ("DATABASE_MAX_CONNECTIONS", "9"),
         ]);
-        assert_eq!(Config::from_vars(&fits).unwrap().workers, 8);
+        assert_eq!(Config::from_vars(&fits).unwrap().workers, 4);
     }
 }

@@ -79,10 +79,13 @@ pub async fn start(
         claim_ttl: duration(config.claim_ttl),
         batch_size: config.batch_size,
         retry_backoff: duration(config.retry_backoff),
+        publish_slots: Arc::new(tokio::sync::Semaphore::new(config.workers)),
     };
-    // Several claim loops per replica overlap one round's database work with another's
-    // publish call; claims keep them apart as they keep replicas apart.
-    for _ in 0..config.workers {
+    // Two claim loops per worker, `workers` publish slots: while one round publishes, the
+    // next is already claimed and its events built, so the publisher is kept busy without
+    // more calls in flight than workers. Claims keep the loops apart as they keep replicas
+    // apart.
+    for _ in 0..2 * config.workers {
         tasks.spawn(scheduler::claim_loop(
             scheduler.clone(),
             config.poll_interval,

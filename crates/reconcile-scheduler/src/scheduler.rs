@@ -7,6 +7,7 @@
 //! re-emission after a lost acknowledgement, a failed round or a replica that died mid-round
 //! carries the same id and the publisher writes it once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cls_domain::event::ReconcileEvent;
@@ -41,6 +42,9 @@ pub struct Scheduler {
     pub(crate) claim_ttl: time::Duration,
     pub(crate) batch_size: i64,
     pub(crate) retry_backoff: time::Duration,
+    /// Rounds that may publish at once (`RECONCILE_WORKERS`); a round holds a slot from its
+    /// first `Publish` call to its last.
+    pub(crate) publish_slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +107,9 @@ impl Scheduler {
             });
         }
 
-        // The rows stay locked while the publisher works: no other replica emits them.
+        // The rows stay locked while the publisher works: no other replica emits them. The
+        // slot is never closed, so acquiring it does not fail.
+        let slot = self.publish_slots.acquire().await.ok();
         for chunk in events.chunks(PUBLISH_CHUNK) {
             let request = PublishRequest {
                 events: chunk.iter().map(Into::into).collect(),
@@ -124,6 +130,7 @@ impl Scheduler {
                 return Err(RoundError::Publish(status));
             }
         }
+        drop(slot);
 
         locked.complete(now, &completions).await?;
         for event in &events {
