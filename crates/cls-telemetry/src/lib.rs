@@ -175,11 +175,12 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
 
 /// The OpenTelemetry context of a W3C `traceparent` (an empty context when absent or invalid).
 pub fn context(traceparent: Option<&str>) -> Context {
-    let mut carrier = HashMap::new();
-    if let Some(t) = traceparent {
-        carrier.insert("traceparent".to_owned(), t.to_owned());
-    }
-    TraceContextPropagator::new().extract(&carrier)
+    // Most requests carry none: no carrier to build and parse then (twice per request).
+    let Some(traceparent) = traceparent else {
+        return Context::new();
+    };
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    TraceContextPropagator::new().extract_with_context(&Context::new(), &carrier)
 }
 
 /// The `traceparent` of a span, when it has a valid OpenTelemetry context (tracing enabled).
