@@ -5,10 +5,10 @@
 
 use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::{ResourceKind, SERVER_OWNED_FIELDS};
-use cls_domain::validate::{ReleaseDefaults, validate_cluster_create};
 use cls_storage::schedule::{self, Completion, LockedDue};
 use cls_storage::{AsyncPgConnection, clusters, nodepools};
 use cls_test_support::TestDb;
+use cls_test_support::resources::create_cluster;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -19,20 +19,9 @@ fn s(secs: i64) -> Duration {
 }
 
 async fn cluster(conn: &mut AsyncPgConnection, name: &str, created: OffsetDateTime) -> Uuid {
-    let body = serde_json::json!({"name": name, "spec": {"infraID": "i", "platform": {"type": "GCP",
-        "gcp": {"projectID": "p", "region": "r", "network": "n", "subnet": "s"}}}});
-    let request =
-        cls_domain::parse::parse_json(body.to_string().as_bytes(), &SERVER_OWNED_FIELDS).unwrap();
-    let defaults = ReleaseDefaults {
-        version: "4.16.0",
-        channel_group: "stable",
-    };
-    let new = validate_cluster_create(request, defaults).unwrap();
-    let id = Uuid::now_v7();
-    clusters::create(conn, "alice@example.com", &new, id, created)
+    create_cluster(conn, "alice@example.com", name, created)
         .await
-        .unwrap();
-    id
+        .id
 }
 
 async fn nodepool(conn: &mut AsyncPgConnection, cluster_id: Uuid, name: &str) -> Uuid {

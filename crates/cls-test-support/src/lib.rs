@@ -5,12 +5,14 @@
 //!   throwaway cluster this crate starts with `initdb`/`pg_ctl` (see [`postgres`]).
 //! - [`PubSubEmulator`]: the real Google Pub/Sub emulator on a free port, stopped on drop.
 //! - [`TcpGate`]: a switchable TCP forwarder, to cut clients off a real server and let them back.
+//! - [`resources`]: minimal valid resources stored straight through `cls-storage`.
 
 pub mod binary;
 pub mod emulator;
 pub mod events;
 pub mod gate;
 pub mod postgres;
+pub mod resources;
 pub mod subscriber;
 
 pub use emulator::PubSubEmulator;

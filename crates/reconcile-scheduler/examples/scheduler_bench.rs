@@ -26,13 +26,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cls_domain::event::{ReconcileEvent, ResourceRef};
-use cls_domain::parse::parse_json;
 use cls_domain::reconcile::ReconcileReason;
-use cls_domain::resource::SERVER_OWNED_FIELDS;
-use cls_domain::validate::{ReleaseDefaults, validate_cluster_create};
 use cls_rpc::publisher::PublishRequest;
 use cls_rpc::publisher::event_publisher_client::EventPublisherClient;
 use cls_test_support::TestDb;
+use cls_test_support::resources::create_cluster;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use uuid::Uuid;
@@ -102,14 +100,6 @@ async fn main() -> anyhow::Result<()> {
 
 /// 10 000 live clusters, all due now (a new resource is due at its creation).
 async fn create_clusters(db: &TestDb) -> anyhow::Result<Vec<Uuid>> {
-    let body = |i: usize| {
-        serde_json::json!({"name": format!("bench-{i}"), "spec": {"infraID": "i",
-            "platform": {"type": "GCP", "gcp": {"projectID": "p", "region": "r", "network": "n", "subnet": "s"}}}})
-    };
-    let defaults = ReleaseDefaults {
-        version: "4.16.0",
-        channel_group: "stable",
-    };
     const WRITERS: usize = 8;
     let mut tasks = Vec::new();
     for part in 0..WRITERS {
@@ -117,20 +107,13 @@ async fn create_clusters(db: &TestDb) -> anyhow::Result<Vec<Uuid>> {
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in (part..RESOURCES).step_by(WRITERS) {
-                let request = parse_json(body(i).to_string().as_bytes(), &SERVER_OWNED_FIELDS)
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                let new = validate_cluster_create(request, defaults)
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                let id = Uuid::now_v7();
-                cls_storage::clusters::create(
-                    &mut conn,
-                    "bench@example.com",
-                    &new,
-                    id,
-                    OffsetDateTime::now_utc(),
-                )
-                .await?;
-                ids.push(id);
+                let now = OffsetDateTime::now_utc();
+                let name = format!("bench-{i}");
+                ids.push(
+                    create_cluster(&mut conn, "bench@example.com", &name, now)
+                        .await
+                        .id,
+                );
             }
             anyhow::Ok(ids)
         }));
@@ -285,13 +268,12 @@ async fn all_due_at_once(
         schedulers
             .iter()
             .flat_map(|r| r.service.metrics.emitted.collect())
-            .flat_map(|family| {
-                let counts: Vec<u64> = family
+            .map(|family| {
+                family
                     .get_metric()
                     .iter()
                     .map(|m| m.get_counter().get_value() as u64)
-                    .collect();
-                counts
+                    .sum::<u64>()
             })
             .sum()
     };

@@ -12,12 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cls_domain::parse::parse_json;
-use cls_domain::resource::SERVER_OWNED_FIELDS;
-use cls_domain::validate::{ReleaseDefaults, validate_cluster_create};
 use cls_rpc::publisher::event_publisher_server::{EventPublisher, EventPublisherServer};
 use cls_rpc::publisher::{PublishRequest, PublishResponse};
 use cls_test_support::TestDb;
+use cls_test_support::resources::create_cluster;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -57,24 +55,9 @@ impl EventPublisher for SlowPublisher {
 async fn a_replica_publishes_at_most_its_workers_rounds_at_once() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
-    let defaults = ReleaseDefaults {
-        version: "4.16.0",
-        channel_group: "stable",
-    };
     for i in 0..CLUSTERS {
-        let body = serde_json::json!({"name": format!("c{i}"), "spec": {"infraID": "i",
-            "platform": {"type": "GCP", "gcp": {"projectID": "p", "region": "r", "network": "n", "subnet": "s"}}}});
-        let request = parse_json(body.to_string().as_bytes(), &SERVER_OWNED_FIELDS).unwrap();
-        let new = validate_cluster_create(request, defaults).unwrap();
-        cls_storage::clusters::create(
-            &mut conn,
-            "alice@example.com",
-            &new,
-            uuid::Uuid::now_v7(),
-            time::OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        create_cluster(&mut conn, "alice@example.com", &format!("c{i}"), now).await;
     }
 
     let publisher = SlowPublisher::default();

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use cls_domain::parse::parse_json;
-use cls_domain::resource::SERVER_OWNED_FIELDS;
-use cls_domain::validate::{ReleaseDefaults, validate_cluster_create};
 use cls_rpc::status::status_aggregator_client::StatusAggregatorClient;
 use cls_rpc::status::{ReportStatusRequest, ResourceKind, report_status_response};
 use cls_test_support::binary::{
     assert_config_error, ready_then_sigterm, sigterm, start_ready_logged,
 };
+use cls_test_support::resources::create_cluster;
 use cls_test_support::{TestDb, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_status-aggregator");
@@ -49,25 +47,13 @@ async fn becomes_ready_and_stops_cleanly_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warnings_while_serving_a_call_name_the_callers_request() {
     let db = TestDb::new().await;
-    let body = serde_json::json!({"name": "logged", "spec": {"infraID": "infra-1",
-        "platform": {"type": "gcp", "gcp": {"projectID": "p", "region": "r", "network": "n", "subnet": "s"}}}});
-    let new = validate_cluster_create(
-        parse_json(body.to_string().as_bytes(), &SERVER_OWNED_FIELDS).unwrap(),
-        ReleaseDefaults {
-            version: "4.16.0",
-            channel_group: "stable",
-        },
-    )
-    .unwrap();
-    let cluster = cls_storage::clusters::create(
+    let cluster = create_cluster(
         &mut db.conn().await,
         "alice@example.com",
-        &new,
-        uuid::Uuid::now_v7(),
+        "logged",
         time::OffsetDateTime::now_utc(),
     )
-    .await
-    .unwrap();
+    .await;
 
     let (grpc, admin, nobody) = (
         free_port().unwrap(),
