@@ -20,7 +20,7 @@ use crate::error::StorageError;
 use crate::outbox;
 use crate::prepared::sql;
 use crate::rows::{ClusterRow, NodePoolRow, all, encode};
-use crate::schema::{clusters, nodepools, reconcile_schedule};
+use crate::schema::{cluster_live_counts, clusters, nodepools, reconcile_schedule};
 use crate::{ListQuery, Page, Updated, check_versions, next_generation, truncate_to_micros};
 
 /// The unique index that keeps live cluster names unique per owner.
@@ -139,11 +139,9 @@ pub async fn list(
 ) -> Result<Page<Cluster>, StorageError> {
     // The total and the page, pipelined: both statements sent at once, one round trip.
     let conn: &AsyncPgConnection = conn;
-    let (mut for_total, mut for_page) = (conn, conn);
+    let mut for_page = conn;
     let (total, rows) = futures_util::future::try_join(
-        filtered(caller, query)
-            .select(count_star())
-            .get_result::<i64>(&mut for_total),
+        total(conn, caller, query),
         filtered(caller, query)
             .order((clusters::created_at.desc(), clusters::id.desc()))
             .limit(query.limit)
@@ -156,6 +154,36 @@ pub async fn list(
         items: all(rows, ClusterRow::into_domain)?,
         total,
     })
+}
+
+/// How many clusters match `query` for `caller`. Without a filter it is the sum of the
+/// maintained per-owner counts (`cluster_live_counts`, at most 16 rows an owner); with one,
+/// a `count(*)` of the matching rows. Both are exact in the statement's snapshot.
+async fn total(
+    mut conn: &AsyncPgConnection,
+    caller: &Caller,
+    query: &ListQuery,
+) -> Result<i64, diesel::result::Error> {
+    let unfiltered = query.phase.is_none()
+        && query.name.is_none()
+        && query.labels.is_empty()
+        && !(caller.is_controller() && query.include_deleted);
+    if !unfiltered {
+        return filtered(caller, query)
+            .select(count_star())
+            .get_result::<i64>(&mut conn)
+            .await;
+    }
+    let mut counts = cluster_live_counts::table.into_boxed();
+    if let Some(owner) = caller.owner_filter() {
+        counts = counts.filter(cluster_live_counts::created_by.eq(owner));
+    }
+    counts
+        .select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "coalesce(sum(live), 0)::bigint",
+        ))
+        .get_result::<i64>(&mut conn)
+        .await
 }
 
 fn filtered<'a>(caller: &'a Caller, query: &'a ListQuery) -> clusters::BoxedQuery<'a, Pg> {

@@ -115,6 +115,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Live clusters per owner, split over slots; kept by triggers (see its migration).
+    cluster_live_counts (created_by, slot) {
+        created_by -> Text,
+        slot -> Int2,
+        live -> Int8,
+    }
+}
+
 diesel::joinable!(nodepools -> clusters (cluster_id));
 diesel::joinable!(cluster_controller_status -> clusters (cluster_id));
 diesel::joinable!(nodepool_controller_status -> nodepools (nodepool_id));
@@ -127,6 +136,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     reconcile_schedule,
     outbox,
     idempotency_keys,
+    cluster_live_counts,
 );
 
 /// Every table and its columns, in declaration order, for the schema drift test.
@@ -151,6 +161,7 @@ pub const TABLES: &[(&str, &[&str])] = &[
             "deleted_at",
         ],
     ),
+    ("cluster_live_counts", &["created_by", "slot", "live"]),
     (
         "nodepools",
         &[

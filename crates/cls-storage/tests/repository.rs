@@ -1279,3 +1279,89 @@ async fn a_saved_report_and_its_aggregate_are_read_back_under_the_lock() {
     .unwrap_err();
     assert!(matches!(err, StorageError::NotFound), "{err}");
 }
+
+/// The unfiltered total of a cluster list is read from per-owner counts a trigger keeps, a
+/// filtered one is a `count(*)`. Both must agree after concurrent creates and deletions made
+/// through several connections (so several count slots), and a purge of deleted clusters must
+/// not count them out a second time.
+#[tokio::test]
+async fn unfiltered_totals_agree_with_counted_ones_after_concurrent_changes() {
+    let db = TestDb::new().await;
+    let created = futures_util::future::join_all((0..4).map(|worker| {
+        let db = &db;
+        async move {
+            let mut conn = db.conn().await;
+            let mut alices = Vec::new();
+            for i in 0..6 {
+                alices.push(create_cluster(&mut conn, &alice(), &format!("a-{worker}-{i}")).await);
+            }
+            for i in 0..2 {
+                create_cluster(&mut conn, &bob(), &format!("b-{worker}-{i}")).await;
+            }
+            alices
+        }
+    }))
+    .await;
+    let alices: Vec<Cluster> = created.into_iter().flatten().collect();
+    // Five of Alice's deleted at once, each through a connection of its own.
+    futures_util::future::join_all(alices[..5].iter().map(|cluster| {
+        let db = &db;
+        async move {
+            let mut conn = db.conn().await;
+            clusters::mark_deleted(&mut conn, cluster.id, now())
+                .await
+                .unwrap();
+        }
+    }))
+    .await;
+
+    let mut conn = db.conn().await;
+    // Every cluster carries `team=infra`, so the filter matches the same clusters.
+    let counted = ListQuery {
+        labels: [("team".to_owned(), "infra".to_owned())].into(),
+        ..ListQuery::default()
+    };
+    let mut totals = Vec::new();
+    for caller in [alice(), bob(), controller()] {
+        let unfiltered = clusters::list(&mut conn, &caller, &ListQuery::default())
+            .await
+            .unwrap();
+        let filtered = clusters::list(&mut conn, &caller, &counted).await.unwrap();
+        totals.push((unfiltered.total, filtered.total));
+    }
+    assert_eq!(totals, [(19, 19), (8, 8), (27, 27)]);
+
+    // Purging the deleted ones changes no total; a controller's list with the deleted
+    // ones (counted) loses them.
+    let with_deleted = ListQuery {
+        include_deleted: true,
+        ..ListQuery::default()
+    };
+    assert_eq!(
+        clusters::list(&mut conn, &controller(), &with_deleted)
+            .await
+            .unwrap()
+            .total,
+        32
+    );
+    let purged =
+        cls_storage::schedule::purge_deleted(&mut conn, now() + time::Duration::seconds(1), 100)
+            .await
+            .unwrap();
+    assert_eq!(purged, 5);
+    let mut totals = Vec::new();
+    for caller in [alice(), bob(), controller()] {
+        let list = clusters::list(&mut conn, &caller, &ListQuery::default())
+            .await
+            .unwrap();
+        totals.push(list.total);
+    }
+    assert_eq!(totals, [19, 8, 27]);
+    assert_eq!(
+        clusters::list(&mut conn, &controller(), &with_deleted)
+            .await
+            .unwrap()
+            .total,
+        27
+    );
+}
