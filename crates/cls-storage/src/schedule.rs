@@ -249,8 +249,7 @@ impl LockedDue<'_> {
             .collect();
         let updated = sql("UPDATE reconcile_schedule s
                 SET last_reconciled_at = $1, next_due_at = u.next_due_at,
-                    pending_reason = NULL, pending_since = NULL,
-                    claimed_by = NULL, claim_expires_at = NULL, claimed_due_at = NULL
+                    pending_reason = NULL, pending_since = NULL, claimed_due_at = NULL
                FROM unnest($2::uuid[], $3::timestamptz[]) AS u(id, next_due_at)
               WHERE s.resource_id = u.id")
         .bind::<Timestamptz, _>(truncate_to_micros(now))
