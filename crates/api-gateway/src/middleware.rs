@@ -54,10 +54,9 @@ pub async fn edge(
         request_id = %id,
         trace_id = Empty,
     );
-    cls_telemetry::set_remote_parent(&span, incoming.as_deref());
     span.record(
         "trace_id",
-        cls_telemetry::trace_id(&span, incoming.as_deref()),
+        cls_telemetry::adopt_remote_parent(&span, incoming.as_deref()),
     );
 
     // Panics and timeouts become problem responses; the connection stays usable.

@@ -129,11 +129,13 @@ pub fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span
     );
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
     let traceparent = header("traceparent");
-    cls_telemetry::set_remote_parent(&span, traceparent);
     if let Some(served) = served_request(request.headers()) {
         span.record("request_id", served.id);
     }
-    span.record("trace_id", cls_telemetry::trace_id(&span, traceparent));
+    span.record(
+        "trace_id",
+        cls_telemetry::adopt_remote_parent(&span, traceparent),
+    );
     span
 }
 

@@ -202,16 +202,21 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
-/// The 32-hex trace id for log lines: the span's when tracing, else the one of
-/// `traceparent` (the caller's), else a new random one.
-pub fn trace_id(span: &tracing::Span, traceparent: Option<&str>) -> String {
+/// Makes `span` a child of the remote `traceparent` (when valid) and returns the 32-hex trace
+/// id for its log lines: the span's when tracing, else the caller's, else a new random one.
+/// The `traceparent` is parsed once for both.
+pub fn adopt_remote_parent(span: &tracing::Span, traceparent: Option<&str>) -> String {
+    let remote = context(traceparent);
+    let remote_trace = remote.span().span_context().trace_id();
+    if remote_trace != opentelemetry::trace::TraceId::INVALID {
+        let _ = span.set_parent(remote);
+    }
     let own = span.context().span().span_context().trace_id();
     if own != opentelemetry::trace::TraceId::INVALID {
         return own.to_string();
     }
-    let remote = context(traceparent).span().span_context().trace_id();
-    if remote != opentelemetry::trace::TraceId::INVALID {
-        return remote.to_string();
+    if remote_trace != opentelemetry::trace::TraceId::INVALID {
+        return remote_trace.to_string();
     }
     opentelemetry::trace::TraceId::from(random_u128()).to_string()
 }
@@ -260,12 +265,12 @@ mod tests {
     fn trace_ids_for_logs_without_tracing() {
         let span = tracing::Span::none();
         assert_eq!(
-            trace_id(&span, Some(TP)),
+            adopt_remote_parent(&span, Some(TP)),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
-        let fresh = trace_id(&span, None);
+        let fresh = adopt_remote_parent(&span, None);
         assert_eq!(fresh.len(), 32);
-        assert_ne!(fresh, trace_id(&span, None));
+        assert_ne!(fresh, adopt_remote_parent(&span, Some("00-zz-00-01")));
         assert_eq!(traceparent(&span), None);
     }
 }
