@@ -24,6 +24,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod json_fields;
+mod log_only;
 pub mod request;
 
 pub use opentelemetry::Context;
@@ -123,7 +124,10 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
                 .build();
             let provider = SdkTracerProvider::builder()
                 .with_resource(resource)
-                .with_batch_exporter(exporter)
+                // Fields for log lines only (`trace_id`) are not exported.
+                .with_span_processor(log_only::WithoutLogOnlyFields(
+                    opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build(),
+                ))
                 .build();
             let tracer = provider.tracer(settings.service);
             opentelemetry::global::set_tracer_provider(provider.clone());

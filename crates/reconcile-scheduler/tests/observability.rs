@@ -216,6 +216,10 @@ async fn one_trace_from_rest_through_grpc_and_the_outbox_to_pubsub() {
     assert_eq!(http.name, "POST /api/v1/clusters");
     assert_eq!(http.attributes["http.request.method"], "POST");
     assert_eq!(http.attributes["http.response.status_code"], "201");
+    // `request_id` is exported for finding a request's trace; `trace_id` is for log lines
+    // only (the span has its trace id already).
+    assert!(http.attributes.contains_key("request_id"), "{http:?}");
+    assert!(!http.attributes.contains_key("trace_id"), "{http:?}");
     assert_eq!(http.service, "cls-test");
     // The access log line is an INFO event: logged, not exported with the span it repeats.
     assert!(http.events.is_empty(), "{:?}", http.events);
