@@ -125,6 +125,11 @@ async fn create_cluster(conn: &mut AsyncPgConnection, owner: &Caller, name: &str
     .unwrap()
 }
 
+/// The `total` of `caller`'s cluster list for `query`.
+async fn cluster_total(conn: &mut AsyncPgConnection, caller: &Caller, query: &ListQuery) -> i64 {
+    clusters::list(conn, caller, query).await.unwrap().total
+}
+
 async fn create_nodepool(
     conn: &mut AsyncPgConnection,
     owner: &Caller,
@@ -719,10 +724,7 @@ async fn deleting_a_cluster_cascades_to_its_live_nodepools() {
         ..ListQuery::default()
     };
     assert_eq!(
-        clusters::list(&mut conn, &controller(), &with_deleted)
-            .await
-            .unwrap()
-            .total,
+        cluster_total(&mut conn, &controller(), &with_deleted).await,
         2
     );
     assert_eq!(
@@ -1323,11 +1325,10 @@ async fn unfiltered_totals_agree_with_counted_ones_after_concurrent_changes() {
     };
     let mut totals = Vec::new();
     for caller in [alice(), bob(), controller()] {
-        let unfiltered = clusters::list(&mut conn, &caller, &ListQuery::default())
-            .await
-            .unwrap();
-        let filtered = clusters::list(&mut conn, &caller, &counted).await.unwrap();
-        totals.push((unfiltered.total, filtered.total));
+        totals.push((
+            cluster_total(&mut conn, &caller, &ListQuery::default()).await,
+            cluster_total(&mut conn, &caller, &counted).await,
+        ));
     }
     assert_eq!(totals, [(19, 19), (8, 8), (27, 27)]);
 
@@ -1338,10 +1339,7 @@ async fn unfiltered_totals_agree_with_counted_ones_after_concurrent_changes() {
         ..ListQuery::default()
     };
     assert_eq!(
-        clusters::list(&mut conn, &controller(), &with_deleted)
-            .await
-            .unwrap()
-            .total,
+        cluster_total(&mut conn, &controller(), &with_deleted).await,
         32
     );
     let purged =
@@ -1351,17 +1349,11 @@ async fn unfiltered_totals_agree_with_counted_ones_after_concurrent_changes() {
     assert_eq!(purged, 5);
     let mut totals = Vec::new();
     for caller in [alice(), bob(), controller()] {
-        let list = clusters::list(&mut conn, &caller, &ListQuery::default())
-            .await
-            .unwrap();
-        totals.push(list.total);
+        totals.push(cluster_total(&mut conn, &caller, &ListQuery::default()).await);
     }
     assert_eq!(totals, [19, 8, 27]);
     assert_eq!(
-        clusters::list(&mut conn, &controller(), &with_deleted)
-            .await
-            .unwrap()
-            .total,
+        cluster_total(&mut conn, &controller(), &with_deleted).await,
         27
     );
 }
