@@ -164,10 +164,19 @@ async fn total(
     caller: &Caller,
     query: &ListQuery,
 ) -> Result<i64, diesel::result::Error> {
-    let unfiltered = query.phase.is_none()
-        && query.name.is_none()
-        && query.labels.is_empty()
-        && !(caller.is_controller() && query.include_deleted);
+    // Every field named, so a new filter cannot be forgotten here.
+    let ListQuery {
+        phase,
+        labels,
+        name,
+        include_deleted,
+        limit: _,
+        offset: _,
+    } = query;
+    let unfiltered = phase.is_none()
+        && name.is_none()
+        && labels.is_empty()
+        && !(caller.is_controller() && *include_deleted);
     if !unfiltered {
         return filtered(caller, query)
             .select(count_star())

@@ -200,29 +200,35 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
 
 /// Makes `span` a child of the remote `traceparent` (no-op when absent or invalid).
 pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
-    let cx = context(traceparent);
-    if cx.span().span_context().is_valid() {
-        let _ = span.set_parent(cx);
-    }
+    parent_on(span, context(traceparent));
 }
 
 /// Makes `span` a child of the remote `traceparent` (when valid) and returns the 32-hex trace
 /// id for its log lines: the span's when tracing, else the caller's, else a new random one.
 /// The `traceparent` is parsed once for both.
 pub fn adopt_remote_parent(span: &tracing::Span, traceparent: Option<&str>) -> String {
-    let remote = context(traceparent);
-    let remote_trace = remote.span().span_context().trace_id();
-    if remote_trace != opentelemetry::trace::TraceId::INVALID {
-        let _ = span.set_parent(remote);
-    }
+    let remote = parent_on(span, context(traceparent));
     let own = span.context().span().span_context().trace_id();
     if own != opentelemetry::trace::TraceId::INVALID {
         return own.to_string();
     }
-    if remote_trace != opentelemetry::trace::TraceId::INVALID {
-        return remote_trace.to_string();
+    if remote != opentelemetry::trace::TraceId::INVALID {
+        return remote.to_string();
     }
     opentelemetry::trace::TraceId::from(random_u128()).to_string()
+}
+
+/// Parents `span` on `remote` when that is a valid span context; returns its trace id.
+fn parent_on(span: &tracing::Span, remote: Context) -> opentelemetry::trace::TraceId {
+    let (trace_id, valid) = {
+        let remote_span = remote.span();
+        let sc = remote_span.span_context();
+        (sc.trace_id(), sc.is_valid())
+    };
+    if valid {
+        let _ = span.set_parent(remote);
+    }
+    trace_id
 }
 
 fn random_u128() -> u128 {
