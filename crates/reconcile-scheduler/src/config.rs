@@ -25,6 +25,10 @@ pub mod env {
     pub const PURGE_BATCH: &str = "PURGE_BATCH";
 }
 
+/// Claim loops per `RECONCILE_WORKERS` worker: one claims and builds its next round while the
+/// other holds the worker's publish slot.
+pub const CLAIM_LOOPS_PER_WORKER: usize = 2;
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// Database, ports, logs and traces, shared token, shutdown timeout.
@@ -113,7 +117,9 @@ impl Config {
         let workers: usize = vars.number(env::RECONCILE_WORKERS, 2, 1..=16)?;
         // Each worker's two claim loops hold a connection each for their rounds; triggers,
         // stats and the purge need at least one more.
-        if 2 * workers >= usize::try_from(common.database_max_connections).unwrap_or(usize::MAX) {
+        if CLAIM_LOOPS_PER_WORKER * workers
+            >= usize::try_from(common.database_max_connections).unwrap_or(usize::MAX)
+        {
             return Err(invalid(
                 env::RECONCILE_WORKERS,
                 "must be less than half of DATABASE_MAX_CONNECTIONS (each worker's two claim loops hold a connection each for their rounds; triggers need one too)",

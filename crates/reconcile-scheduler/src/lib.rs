@@ -85,7 +85,7 @@ pub async fn start(
     // next is already claimed and its events built, so the publisher is kept busy without
     // more calls in flight than workers. Claims keep the loops apart as they keep replicas
     // apart.
-    for _ in 0..2 * config.workers {
+    for _ in 0..config::CLAIM_LOOPS_PER_WORKER * config.workers {
         tasks.spawn(scheduler::claim_loop(
             scheduler.clone(),
             config.poll_interval,
