@@ -74,8 +74,6 @@ diesel::table! {
         next_due_at -> Timestamptz,
         last_reconciled_at -> Nullable<Timestamptz>,
         pending_reason -> Nullable<Text>,
-        claimed_by -> Nullable<Text>,
-        claim_expires_at -> Nullable<Timestamptz>,
         claimed_due_at -> Nullable<Timestamptz>,
         pending_since -> Nullable<Timestamptz>,
     }
@@ -217,8 +215,6 @@ pub const TABLES: &[(&str, &[&str])] = &[
             "next_due_at",
             "last_reconciled_at",
             "pending_reason",
-            "claimed_by",
-            "claim_expires_at",
             "claimed_due_at",
             "pending_since",
         ],
