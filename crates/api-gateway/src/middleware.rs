@@ -39,19 +39,21 @@ pub async fn edge(
     let route = req.match_pattern();
     let route_label = route.as_deref().unwrap_or("unmatched");
     // OpenTelemetry semantic conventions; no bodies, headers or query strings.
+    // Strings as `&str`, not `%` (`Display`): each layer copies them instead of formatting.
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.clone(),
+    };
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = %match &route {
-            Some(route) => format!("{method} {route}"),
-            None => method.clone(),
-        },
+        otel.name = name.as_str(),
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = %method,
+        http.request.method = method.as_str(),
         http.route = route_label,
         http.response.status_code = Empty,
-        url.path = %req.path(),
-        request_id = %id,
+        url.path = req.path(),
+        request_id = id.as_str(),
         trace_id = Empty,
     );
     span.record(

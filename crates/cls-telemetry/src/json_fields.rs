@@ -6,11 +6,19 @@
 //! gateway's server span records its `trace_id` and response status that way on every request,
 //! which made about a tenth of the gateway's CPU per GET, for lines that are rarely written.
 //! [`AppendJsonFields`] appends the new fields to the object instead.
+//!
+//! Every span's fields are formatted when it is created, whether or not a line is ever written
+//! in it, so that has to be cheap too: [`ObjectWriter`] writes each member straight into the
+//! text, where `JsonVisitor` collects the values into a map of `serde_json::Value`s first (each
+//! string copied once more) and then serialises the map.
 
 use std::fmt;
 
-use tracing_subscriber::field::{RecordFields, VisitOutput as _};
-use tracing_subscriber::fmt::format::{JsonVisitor, Writer};
+use std::fmt::Write as _;
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 
 /// The JSON log layer's span-field formatter (see the module docs).
@@ -26,7 +34,7 @@ impl<'writer> FormatFields<'writer> for AppendJsonFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        let mut visitor = JsonVisitor::new(&mut writer);
+        let mut visitor = ObjectWriter::new(&mut writer);
         fields.record(&mut visitor);
         visitor.finish()
     }
@@ -37,7 +45,7 @@ impl<'writer> FormatFields<'writer> for AppendJsonFields {
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
         let mut added = String::new();
-        let mut visitor = JsonVisitor::new(&mut added);
+        let mut visitor = ObjectWriter::new(&mut added);
         fields.record(&mut visitor);
         visitor.finish()?;
         let mut names = FieldNames::default();
@@ -48,6 +56,128 @@ impl<'writer> FormatFields<'writer> for AppendJsonFields {
             append(&mut current.fields, &added);
         }
         Ok(())
+    }
+}
+
+/// Writes the fields it visits as one JSON object (`{}` for none), in the order visited, with
+/// the values `JsonVisitor` gives them: strings and `Debug` output as JSON strings, numbers and
+/// booleans as themselves, bytes as an array of numbers;
+/// `log.*` fields (metadata of bridged `log` records) are left out and a raw identifier's
+/// `r#` dropped.
+struct ObjectWriter<'w, W> {
+    out: &'w mut W,
+    empty: bool,
+    result: fmt::Result,
+}
+
+impl<'w, W: fmt::Write> ObjectWriter<'w, W> {
+    fn new(out: &'w mut W) -> Self {
+        ObjectWriter {
+            out,
+            empty: true,
+            result: Ok(()),
+        }
+    }
+
+    /// Writes the member for `field`, its value written by `value`.
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        let separator = if self.empty { '{' } else { ',' };
+        self.empty = false;
+        self.result = self
+            .out
+            .write_char(separator)
+            .and_then(|()| write_string(self.out, name))
+            .and_then(|()| self.out.write_char(':'))
+            .and_then(|()| value(self.out));
+    }
+
+    fn finish(self) -> fmt::Result {
+        self.result?;
+        self.out.write_str(if self.empty { "{}" } else { "}" })
+    }
+}
+
+impl<W: fmt::Write> Visit for ObjectWriter<'_, W> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // As serde_json writes it (`1.0`, not `1`; `null` when not finite).
+        self.member(field, |out| {
+            write!(out, "{}", serde_json::Value::from(value))
+        });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.member(field, |out| write_string(out, value));
+    }
+
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.member(field, |out| {
+            out.write_char('[')?;
+            for (i, byte) in value.iter().enumerate() {
+                if i > 0 {
+                    out.write_char(',')?;
+                }
+                write!(out, "{byte}")?;
+            }
+            out.write_char(']')
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.member(field, |out| {
+            out.write_char('"')?;
+            write!(Escaped(out), "{value:?}")?;
+            out.write_char('"')
+        });
+    }
+}
+
+/// `text` as a JSON string.
+fn write_string(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped(out).write_str(text)?;
+    out.write_char('"')
+}
+
+/// Writes what it is given escaped for the inside of a JSON string (RFC 8259 §7).
+struct Escaped<'w, W>(&'w mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Runs of characters that need no escape are written as they are.
+        let mut plain = 0;
+        for (at, byte) in text.bytes().enumerate() {
+            if byte >= 0x20 && byte != b'"' && byte != b'\\' {
+                continue;
+            }
+            self.0.write_str(&text[plain..at])?;
+            match byte {
+                b'"' => self.0.write_str("\\\"")?,
+                b'\\' => self.0.write_str("\\\\")?,
+                b'\n' => self.0.write_str("\\n")?,
+                b'\r' => self.0.write_str("\\r")?,
+                b'\t' => self.0.write_str("\\t")?,
+                control => write!(self.0, "\\u{control:04x}")?,
+            }
+            plain = at + 1;
+        }
+        self.0.write_str(&text[plain..])
     }
 }
 
@@ -118,6 +248,72 @@ mod tests {
         let mut unset = String::new();
         append(&mut unset, r#"{"a":1}"#);
         assert_eq!(unset, r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn fields_are_written_as_json_visitor_writes_them() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::field::VisitOutput as _;
+        use tracing_subscriber::layer::{Context, SubscriberExt as _};
+
+        /// Each new span's fields as written by `ObjectWriter` and by `JsonVisitor`.
+        #[derive(Clone, Default)]
+        struct Both(Arc<Mutex<Vec<(String, String)>>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Both {
+            fn on_new_span(
+                &self,
+                attrs: &tracing::span::Attributes<'_>,
+                _: &tracing::span::Id,
+                _: Context<'_, S>,
+            ) {
+                let mut ours = String::new();
+                let mut writer = ObjectWriter::new(&mut ours);
+                attrs.record(&mut writer);
+                writer.finish().unwrap();
+                let mut theirs = String::new();
+                let mut visitor = tracing_subscriber::fmt::format::JsonVisitor::new(&mut theirs);
+                attrs.record(&mut visitor);
+                visitor.finish().unwrap();
+                self.0.lock().unwrap().push((ours, theirs));
+            }
+        }
+
+        let both = Both::default();
+        let subscriber = tracing_subscriber::registry().with(both.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let _ = tracing::info_span!(
+                "all kinds",
+                text = "a \"quoted\" \\ line\nnext\r\t\u{1}\u{1f} é ✓",
+                negative = -3_i64,
+                unsigned = u64::MAX,
+                float = 1.0_f64,
+                not_a_number = f64::NAN,
+                yes = true,
+                bytes = &b"ab"[..],
+                debug = ?vec!["x\"y"],
+                display = %"a\nb",
+                r#type = "raw",
+                empty = "",
+            );
+            let _ = tracing::info_span!("no fields");
+        });
+
+        let written = both.0.lock().unwrap().clone();
+        assert_eq!(written.len(), 2);
+        for (ours, theirs) in &written {
+            let ours: serde_json::Value = serde_json::from_str(ours).unwrap();
+            let theirs: serde_json::Value = serde_json::from_str(theirs).unwrap();
+            assert_eq!(ours, theirs);
+        }
+        assert_eq!(written[1].0, "{}");
+        let first: serde_json::Value = serde_json::from_str(&written[0].0).unwrap();
+        assert_eq!(
+            first["text"],
+            "a \"quoted\" \\ line\nnext\r\t\u{1}\u{1f} é ✓"
+        );
+        assert_eq!(first["type"], "raw");
+        assert_eq!(first["float"], 1.0);
+        assert!(first["not_a_number"].is_null());
     }
 
     #[test]
