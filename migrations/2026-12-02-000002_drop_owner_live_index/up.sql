@@ -1,0 +1,11 @@
+-- `clusters_owner_live` served the `count(*)` behind an unfiltered list's total, which since
+-- 2026-11-26-000002_cluster_live_counts reads the maintained per-owner counts instead. Unused,
+-- it became a trap: when the planner's statistics do not yet know an owner's clusters (a bulk
+-- insert before autovacuum's analyze), it estimates one row, prefers this narrow index, and
+-- sorts every one of the owner's clusters for a page (2.7 ms at 10 000, growing with the
+-- owner) where `clusters_owner_created` reads the page in order (0.1 ms). Without it the
+-- ordered index is the cheapest plan whatever the estimate.
+--
+-- Dropping an index only changes the catalogue; it waits for queries already running on
+-- `clusters` and holds new ones for that instant.
+DROP INDEX clusters_owner_live;
