@@ -12,9 +12,7 @@
 //! text, where `JsonVisitor` collects the values into a map of `serde_json::Value`s first (each
 //! string copied once more) and then serialises the map.
 
-use std::fmt;
-
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
@@ -61,9 +59,8 @@ impl<'writer> FormatFields<'writer> for AppendJsonFields {
 
 /// Writes the fields it visits as one JSON object (`{}` for none), in the order visited, with
 /// the values `JsonVisitor` gives them: strings and `Debug` output as JSON strings, numbers and
-/// booleans as themselves, bytes as an array of numbers;
-/// `log.*` fields (metadata of bridged `log` records) are left out and a raw identifier's
-/// `r#` dropped.
+/// booleans as themselves, bytes as an array of numbers. `log.*` fields (metadata of bridged
+/// `log` records) are left out, and a raw identifier's `r#` is dropped.
 struct ObjectWriter<'w, W> {
     out: &'w mut W,
     empty: bool,
