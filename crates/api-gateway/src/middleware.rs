@@ -1,5 +1,6 @@
 //! The edge middleware every request passes: request id, the server span (its parent is the
-//! client's `traceparent` when sent), panic and timeout containment, metrics and the access
+//! client's `traceparent` when sent; exported as a `cls_telemetry::server::ServerSpan`, with a
+//! log-only `tracing` span beside it), panic and timeout containment, metrics and the access
 //! log line.
 
 use std::panic::AssertUnwindSafe;
@@ -38,27 +39,32 @@ pub async fn edge(
     // each match runs the router's patterns again.
     let route = req.match_pattern();
     let route_label = route.as_deref().unwrap_or("unmatched");
-    // OpenTelemetry semantic conventions; no bodies, headers or query strings.
-    // Strings as `&str`, not `%` (`Display`): each layer copies them instead of formatting.
-    let name = match &route {
-        Some(route) => format!("{method} {route}"),
-        None => method.clone(),
-    };
+    // OpenTelemetry semantic conventions; no bodies, headers or query strings. The exported
+    // span is built directly (`ServerSpan`); the `tracing` span carries the same fields and
+    // the trace id for log lines, and is not exported. Strings as `&str`, not `%` (`Display`):
+    // the log layer copies them instead of formatting.
+    let (server_span, trace_id) = cls_telemetry::server::ServerSpan::start(
+        match &route {
+            Some(route) => format!("{method} {route}"),
+            None => method.clone(),
+        },
+        &[
+            ("http.request.method", &method),
+            ("http.route", route_label),
+            ("url.path", req.path()),
+            ("request_id", &id),
+        ],
+        incoming.as_deref(),
+    );
     let span = tracing::info_span!(
+        target: cls_telemetry::server::LOG_ONLY_TARGET,
         "HTTP request",
-        otel.name = name.as_str(),
-        otel.kind = "server",
-        otel.status_code = Empty,
         http.request.method = method.as_str(),
         http.route = route_label,
         http.response.status_code = Empty,
         url.path = req.path(),
         request_id = id.as_str(),
-        trace_id = Empty,
-    );
-    span.record(
-        "trace_id",
-        cls_telemetry::adopt_remote_parent(&span, incoming.as_deref()),
+        trace_id = trace_id.as_str(),
     );
 
     // Panics and timeouts become problem responses; the connection stays usable.
@@ -77,9 +83,8 @@ pub async fn edge(
                     .into())
             }
         }
-    })
-    .instrument(span.clone())
-    .await;
+    });
+    let outcome = server_span.run(outcome).instrument(span.clone()).await;
 
     let elapsed = started.elapsed();
     let _entered = span.enter();
@@ -94,9 +99,7 @@ pub async fn edge(
                     .observe(&method, route_label, status, code, elapsed.as_secs_f64());
             }
             span.record("http.response.status_code", status);
-            if status >= 500 {
-                span.record("otel.status_code", "ERROR");
-            }
+            server_span.end(("http.response.status_code", status.into()), status >= 500);
             tracing::info!(request_id = %id, http.request.method = %method, http.response.status_code = status, "{method} {status}");
             return Err(match err.as_error::<ApiError>() {
                 Some(_) => err,
@@ -135,9 +138,7 @@ pub async fn edge(
         );
     }
     span.record("http.response.status_code", status);
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
-    }
+    server_span.end(("http.response.status_code", status.into()), status >= 500);
     tracing::info!(
         request_id = %id,
         http.request.method = %method,

@@ -26,6 +26,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 mod json_fields;
 mod log_only;
 pub mod request;
+pub mod server;
 
 pub use opentelemetry::Context;
 
@@ -50,6 +51,9 @@ pub struct Settings<'a> {
 }
 
 static TRACING: OnceLock<bool> = OnceLock::new();
+
+/// The tracer of [`server::ServerSpan`]s, when tracing.
+static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracer> = OnceLock::new();
 
 /// Whether spans are exported (an OTLP endpoint was configured).
 pub fn tracing_enabled() -> bool {
@@ -99,8 +103,13 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
             // request would double what every span costs to build, send and store. A static
             // `Targets` filter, not an `EnvFilter`: it keeps no per-span state, so entering and
             // leaving a span costs it nothing.
-            let span_targets: tracing_subscriber::filter::Targets =
+            // A request's log-only span is not exported: its `server::ServerSpan` is.
+            let all_targets: tracing_subscriber::filter::Targets =
                 format!("info,{quiet}").parse()?;
+            let span_targets = all_targets.clone().with_target(
+                server::LOG_ONLY_TARGET,
+                tracing::level_filters::LevelFilter::OFF,
+            );
             // The hint matters: without one the combination has none, the process's maximum
             // level becomes TRACE, and every `log` record of every library (tokio-postgres
             // formats each query's parameters at DEBUG) is built only to be filtered out.
@@ -130,6 +139,7 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
                 ))
                 .build();
             let tracer = provider.tracer(settings.service);
+            server::set_tracer(tracer.clone());
             opentelemetry::global::set_tracer_provider(provider.clone());
             (
                 Some(
@@ -144,7 +154,21 @@ pub fn init(settings: &Settings<'_>) -> anyhow::Result<Telemetry> {
                         .with_location(false)
                         .with_target(false)
                         .with_context_activation(false)
-                        .with_filter(span_filter),
+                        .with_filter(span_filter)
+                        .and_then(
+                            server::EventsOnServerSpans.with_filter(
+                                // It sees the spans the OpenTelemetry layer sees and the request
+                                // spans (to tell which is innermost), and WARN and ERROR events.
+                                tracing_subscriber::filter::filter_fn(move |meta| {
+                                    if meta.is_span() {
+                                        all_targets.would_enable(meta.target(), meta.level())
+                                    } else {
+                                        *meta.level() <= tracing::Level::WARN
+                                    }
+                                })
+                                .with_max_level_hint(tracing::level_filters::LevelFilter::INFO),
+                            ),
+                        ),
                 ),
                 Some(provider),
             )
@@ -187,9 +211,14 @@ pub fn context(traceparent: Option<&str>) -> Context {
     TraceContextPropagator::new().extract_with_context(&Context::new(), &carrier)
 }
 
-/// The `traceparent` of a span, when it has a valid OpenTelemetry context (tracing enabled).
+/// The `traceparent` of a span, when it has a valid OpenTelemetry context (tracing enabled);
+/// for a span that is not exported (a request's log-only span), the current context's (its
+/// [`server::ServerSpan`] while the request runs).
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let cx = span.context();
+    let mut cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        cx = Context::current();
+    }
     if !cx.span().span_context().is_valid() {
         return None;
     }
@@ -207,28 +236,30 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
 /// id for its log lines: the span's when tracing, else the caller's, else a new random one.
 /// The `traceparent` is parsed once for both.
 pub fn adopt_remote_parent(span: &tracing::Span, traceparent: Option<&str>) -> String {
-    let remote = parent_on(span, context(traceparent));
+    let remote = context(traceparent);
+    parent_on(span, remote.clone());
     let own = span.context().span().span_context().trace_id();
     if own != opentelemetry::trace::TraceId::INVALID {
         return own.to_string();
     }
-    if remote != opentelemetry::trace::TraceId::INVALID {
-        return remote.to_string();
+    trace_id_for_logs(&remote)
+}
+
+/// The trace id for the log lines of work without an exported span: the remote parent's
+/// when valid, else a new random one.
+fn trace_id_for_logs(remote: &Context) -> String {
+    let sc = remote.span().span_context().clone();
+    if sc.is_valid() {
+        return sc.trace_id().to_string();
     }
     opentelemetry::trace::TraceId::from(random_u128()).to_string()
 }
 
-/// Parents `span` on `remote` when that is a valid span context; returns its trace id.
-fn parent_on(span: &tracing::Span, remote: Context) -> opentelemetry::trace::TraceId {
-    let (trace_id, valid) = {
-        let remote_span = remote.span();
-        let sc = remote_span.span_context();
-        (sc.trace_id(), sc.is_valid())
-    };
-    if valid {
+/// Parents `span` on `remote` when that is a valid span context.
+fn parent_on(span: &tracing::Span, remote: Context) {
+    if remote.span().span_context().is_valid() {
         let _ = span.set_parent(remote);
     }
-    trace_id
 }
 
 fn random_u128() -> u128 {

@@ -3,7 +3,8 @@
 //!
 //! `trace_id` is the one: every log line of a request carries it, but an exported span has its
 //! trace id already, and converting, sending and decoding the same 32 hex digits again as an
-//! attribute was a large part of what exporting the gateway's server span cost per request.
+//! attribute was a large part of what exporting a server span cost per request (the gRPC
+//! server spans record it; the gateway's request span, not exported, declares it up front).
 
 use std::time::Duration;
 
