@@ -52,9 +52,6 @@ pub struct Settings<'a> {
 
 static TRACING: OnceLock<bool> = OnceLock::new();
 
-/// The tracer of [`server::ServerSpan`]s, when tracing.
-static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracer> = OnceLock::new();
-
 /// Whether spans are exported (an OTLP endpoint was configured).
 pub fn tracing_enabled() -> bool {
     TRACING.get().copied().unwrap_or(false)

@@ -12,6 +12,7 @@
 //! poll; WARN and ERROR events outside such spans are added to it by [`EventsOnServerSpans`].
 
 use std::future::Future;
+use std::sync::OnceLock;
 
 use futures_util::future::Either;
 use opentelemetry::context::FutureExt as _;
@@ -23,6 +24,9 @@ use tracing_subscriber::layer::Context as LayerContext;
 /// The target of a request's `tracing` span when its exported span is a [`ServerSpan`]: the
 /// OpenTelemetry layer leaves spans of this target out.
 pub const LOG_ONLY_TARGET: &str = "cls::request";
+
+/// The tracer of [`ServerSpan`]s, when tracing (set by `init`).
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// A request's exported span (nothing when tracing is off).
 #[derive(Debug)]
@@ -39,7 +43,7 @@ impl ServerSpan {
         attributes: &[(&'static str, &str)],
         traceparent: Option<&str>,
     ) -> (ServerSpan, String) {
-        Self::start_with(crate::TRACER.get(), name, attributes, traceparent)
+        Self::start_with(TRACER.get(), name, attributes, traceparent)
     }
 
     fn start_with(
@@ -91,9 +95,9 @@ impl ServerSpan {
     }
 }
 
-/// The tracer [`ServerSpan`]s are made with (set by `init` when tracing).
+/// Sets the tracer [`ServerSpan`]s are made with (`init`, when tracing).
 pub(crate) fn set_tracer(tracer: SdkTracer) {
-    let _ = crate::TRACER.set(tracer);
+    let _ = TRACER.set(tracer);
 }
 
 /// Adds WARN and ERROR events that happen directly in a request's log-only span (not in a
