@@ -245,7 +245,8 @@ pub fn adopt_remote_parent(span: &tracing::Span, traceparent: Option<&str>) -> S
 /// The trace id for the log lines of work without an exported span: the remote parent's
 /// when valid, else a new random one.
 fn trace_id_for_logs(remote: &Context) -> String {
-    let sc = remote.span().span_context().clone();
+    let remote_span = remote.span();
+    let sc = remote_span.span_context();
     if sc.is_valid() {
         return sc.trace_id().to_string();
     }
