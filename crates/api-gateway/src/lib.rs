@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod pools;
 pub mod request_id;
 mod routes;
 
@@ -23,6 +24,8 @@ use actix_web::{App, HttpServer, middleware::from_fn, web};
 use anyhow::Context as _;
 use cls_storage::PgPool;
 
+pub use crate::pools::WorkerPools;
+
 pub use config::Config;
 
 use crate::auth::Authenticator;
@@ -31,7 +34,8 @@ use crate::metrics::Metrics;
 /// Everything a request handler needs, shared by all workers.
 #[derive(Debug)]
 pub struct AppState {
-    pub pool: PgPool,
+    /// Postgres connections: one pool per HTTP worker ([`AppState::pool`]).
+    pub pools: WorkerPools,
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub default_cluster_version: String,
@@ -53,10 +57,14 @@ pub type StatusClient = cls_rpc::status::status_aggregator_client::StatusAggrega
 >;
 
 impl AppState {
-    /// Builds the state: the pool (lazy: start-up does not need Postgres up) and the
+    /// Builds the state: the pools (lazy: start-up does not need Postgres up) and the
     /// authenticator (in jwt mode the JWKS must load).
     pub async fn build(config: &Config) -> anyhow::Result<AppState> {
-        let pool = cls_storage::pool(&config.database_url, config.database_max_connections);
+        let pools = WorkerPools::new(
+            &config.database_url,
+            config.database_max_connections,
+            config.http_workers,
+        );
         let auth = Authenticator::new(&config.auth, config.controller_identities.clone()).await?;
         let token = cls_rpc::auth::SharedToken::from_option(config.grpc_shared_token.clone());
         let status =
@@ -70,7 +78,7 @@ impl AppState {
             token,
         )?;
         Ok(AppState {
-            pool,
+            pools,
             auth,
             metrics: Metrics::new(),
             default_cluster_version: config.default_cluster_version.clone(),
@@ -81,6 +89,11 @@ impl AppState {
             status,
             reconcile,
         })
+    }
+
+    /// The calling thread's connection pool (its HTTP worker's).
+    pub fn pool(&self) -> &PgPool {
+        self.pools.get()
     }
 
     pub(crate) fn release_defaults(&self) -> cls_domain::validate::ReleaseDefaults<'_> {
@@ -200,7 +213,7 @@ async fn prune_idempotency_keys(
         let state = state.clone();
         async move {
             let now = time::OffsetDateTime::now_utc();
-            let mut conn = state.pool.get().await?;
+            let mut conn = state.pool().get().await?;
             Ok(cls_storage::idempotency::prune_expired(&mut conn, now, limit).await?)
         }
     })

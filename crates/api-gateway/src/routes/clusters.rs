@@ -88,7 +88,7 @@ pub(crate) async fn list_clusters(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req, &LIST_PARAMS)?.list_query()?;
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     let page = clusters::list(&mut conn, &caller.0, &query).await?;
     Ok(HttpResponse::Ok().json(ClusterList {
         clusters: page.items,
@@ -118,7 +118,7 @@ pub(crate) async fn create_cluster(
         validate_cluster_create(request, state.release_defaults()).map_err(ApiError::validation)?;
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     // Without a key the insert is a single statement (one round trip, atomic on its own); with
     // one, the key's claim and record share a transaction with it.
     let insert = async |conn: &mut AsyncPgConnection| {
@@ -189,7 +189,7 @@ pub(crate) async fn get_cluster(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     let cluster = clusters::get(&mut conn, &caller.0, id)
         .await?
         .ok_or_else(ApiError::cluster_not_found)?;
@@ -221,7 +221,7 @@ pub(crate) async fn update_cluster(
     let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     let (cluster, spec_changed) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let stored = clusters::lock_live(conn, &caller, id)
@@ -279,7 +279,7 @@ pub(crate) async fn delete_cluster(
     let force = Query::parse(&req, &["force"])?.force();
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     conn.transaction::<_, ApiError, _>(async |conn| {
         let cluster = clusters::lock_live(conn, &caller, id).await.map_err(ApiError::from_cluster_storage)?;
         let phase = cluster.status.phase;
@@ -323,7 +323,7 @@ pub(crate) async fn list_cluster_nodepools(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
     let query = Query::parse(&req, &LIST_PARAMS)?.list_query()?;
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     clusters::get(&mut conn, &caller.0, id)
         .await?
         .ok_or_else(ApiError::cluster_not_found)?;

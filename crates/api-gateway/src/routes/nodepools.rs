@@ -86,7 +86,7 @@ pub(crate) async fn list_nodepools(
             )
         })?),
     };
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     let page = nodepools::list(&mut conn, &caller.0, cluster_id, &query).await?;
     Ok(HttpResponse::Ok().json(NodePoolList {
         nodepools: page.items,
@@ -166,7 +166,7 @@ pub(crate) async fn create_nodepool_in(
     validate_nodepool_create(request.clone(), None).map_err(ApiError::validation)?;
     let idempotent = Idempotent::from_request(req, body)?;
     let now = OffsetDateTime::now_utc();
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     let response = conn
         .transaction::<_, ApiError, _>(async |conn| {
             if let Some(idempotent) = &idempotent
@@ -228,7 +228,7 @@ pub(crate) async fn get_nodepool(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     let nodepool = nodepools::get(&mut conn, &caller.0, id)
         .await?
         .ok_or_else(ApiError::nodepool_not_found)?;
@@ -263,7 +263,7 @@ pub(crate) async fn update_nodepool(
     let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     let (nodepool, spec_changed) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let stored = nodepools::lock_live(conn, &caller, id)
@@ -326,7 +326,7 @@ pub(crate) async fn delete_nodepool(
     Query::parse(&req, &["force"])?;
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.pool().get().await?;
     conn.transaction::<_, ApiError, _>(async |conn| {
         nodepools::lock_live(conn, &caller, id)
             .await

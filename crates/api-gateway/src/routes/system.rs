@@ -53,7 +53,7 @@ pub(crate) async fn healthz() -> HttpResponse {
     responses((status = 200, description = "OK", body = ProbeStatus), (status = 503, description = "A dependency is unavailable; retry later", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let check = async {
-        let mut conn = state.pool.get().await.ok()?;
+        let mut conn = state.pool().get().await.ok()?;
         cls_storage::ping(&mut conn).await.ok()
     };
     match tokio::time::timeout(Duration::from_secs(2), check).await {
@@ -75,15 +75,9 @@ pub(crate) async fn info() -> HttpResponse {
 
 /// Prometheus text exposition (admin port).
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.pool.state();
-    state
-        .metrics
-        .db_connections
-        .set(i64::from(pool.connections));
-    state
-        .metrics
-        .db_idle_connections
-        .set(i64::from(pool.idle_connections));
+    let (open, idle) = state.pools.totals();
+    state.metrics.db_connections.set(i64::from(open));
+    state.metrics.db_idle_connections.set(i64::from(idle));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -1,0 +1,118 @@
+//! One Postgres connection pool per thread that uses one.
+//!
+//! Each actix-web HTTP worker is a thread with a single-threaded Tokio runtime, and a
+//! connection's I/O is driven by a task on the runtime that opened it. With one pool shared
+//! by the workers, a request on one worker often got a connection driven by the other: two
+//! cross-thread wake-ups per query, and a GET could wait for the other worker's thread to be
+//! scheduled. With a pool per worker, a request's queries are driven on its own thread.
+
+use cls_storage::PgPool;
+use thread_local::ThreadLocal;
+
+/// The gateway's connection pools: `DATABASE_MAX_CONNECTIONS` split evenly over the HTTP
+/// workers, each worker's pool opened lazily on its own thread. Other threads (the admin
+/// server's worker, background clean-up) get a pool of their own, of the same size, the first
+/// time they need a connection.
+#[derive(Debug)]
+pub struct WorkerPools {
+    database_url: String,
+    per_thread: u32,
+    pools: ThreadLocal<PgPool>,
+}
+
+impl WorkerPools {
+    /// Pools of at most `max_connections / workers` connections each (at least one).
+    pub fn new(database_url: &str, max_connections: u32, workers: usize) -> WorkerPools {
+        let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+        WorkerPools {
+            database_url: database_url.to_owned(),
+            per_thread: (max_connections / workers).max(1),
+            pools: ThreadLocal::new(),
+        }
+    }
+
+    /// The calling thread's pool.
+    pub fn get(&self) -> &PgPool {
+        self.pools
+            .get_or(|| cls_storage::pool(&self.database_url, self.per_thread))
+    }
+
+    /// The most connections one thread's pool opens.
+    pub fn per_thread(&self) -> u32 {
+        self.per_thread
+    }
+
+    /// Open and idle connections, over every thread's pool.
+    pub fn totals(&self) -> (u32, u32) {
+        self.pools.iter().fold((0, 0), |(open, idle), pool| {
+            let state = pool.state();
+            (open + state.connections, idle + state.idle_connections)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    use cls_test_support::postgres::TestDb;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn the_connections_are_split_evenly_and_at_least_one_each() {
+        assert_eq!(WorkerPools::new("postgres://x/y", 16, 2).per_thread(), 8);
+        assert_eq!(WorkerPools::new("postgres://x/y", 5, 2).per_thread(), 2);
+        assert_eq!(WorkerPools::new("postgres://x/y", 1, 4).per_thread(), 1);
+        assert_eq!(WorkerPools::new("postgres://x/y", 3, 0).per_thread(), 3);
+    }
+
+    #[test]
+    fn each_worker_thread_uses_its_own_share_of_the_connections() {
+        let db = runtime().block_on(TestDb::new());
+        let pools = WorkerPools::new(db.url(), 4, 2);
+        // Both threads hold their pool at once (a finished thread's slot may be reused).
+        let both = Barrier::new(2);
+        let addresses: Vec<usize> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        runtime().block_on(async {
+                            let pool = pools.get();
+                            assert!(std::ptr::eq(pool, pools.get()), "one pool per thread");
+                            let first = pool.get().await.expect("first connection");
+                            let second = pool.get().await.expect("second connection");
+                            both.wait();
+                            // The thread's share is two: a third waits for one to come back.
+                            let third =
+                                tokio::time::timeout(Duration::from_millis(300), pool.get()).await;
+                            assert!(third.is_err(), "a third connection on one thread");
+                            drop(first);
+                            let again = tokio::time::timeout(Duration::from_secs(3), pool.get())
+                                .await
+                                .expect("a returned connection is reused");
+                            assert!(again.is_ok());
+                            drop((second, again));
+                            std::ptr::from_ref(pool) as usize
+                        })
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_ne!(addresses[0], addresses[1], "the threads shared a pool");
+        assert_eq!(
+            pools.totals().0,
+            4,
+            "two connections per thread, four in all"
+        );
+    }
+}
