@@ -35,6 +35,7 @@ pub(crate) fn bench(sh: &Shell, what: &str) -> anyhow::Result<()> {
     let mut gateway_section = section(&existing, "## api-gateway");
     let mut publisher_section = section(&existing, "## event-publisher");
     let mut scheduler_section = section(&existing, "## reconcile-scheduler");
+    let scheduling = OneSchedulingGroup::enter();
     if matches!(what, "all" | "gateway") {
         gateway_section = gateway(sh)?;
     }
@@ -58,6 +59,8 @@ pub(crate) fn bench(sh: &Shell, what: &str) -> anyhow::Result<()> {
         "Machine: {} cores; clients, servers, Postgres and the Pub/Sub emulator share them, so compare ratios, not absolute numbers.",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;
+    writeln!(out, "Scheduling: {}.", scheduling.describe())?;
+    drop(scheduling);
     writeln!(out)?;
     for part in [gateway_section, publisher_section, scheduler_section] {
         if !part.is_empty() {
@@ -68,6 +71,60 @@ pub(crate) fn bench(sh: &Shell, what: &str) -> anyhow::Result<()> {
     std::fs::write(&path, out.trim_end().to_owned() + "\n")?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())
+}
+
+/// Linux's session autogroups off for the run, when they are on and this process may turn
+/// them off (restored when dropped).
+///
+/// With autogroups, the scheduler first shares contended CPUs between sessions and only then
+/// between threads. `pg_ctl` starts Postgres in a session of its own, so all of its backends
+/// together got one of the two cores whenever the gateway and `wrk` wanted the other: measured
+/// on 2026-12-02, a woken backend waited up to 0.25–1.5 s for a CPU (`perf sched latency`)
+/// and `wrk`'s p99 rose from about 5 ms to 10–1500 ms, while the gateway's own latency stayed
+/// under 2.5 ms for 99.9 % of requests. In a deployment Postgres does not share the gateway's
+/// cores, so the benchmark lets every thread compete on its own, as it would without them.
+struct OneSchedulingGroup {
+    /// The setting before the run, when this changed it.
+    changed_from: Option<String>,
+    /// Why it could not be changed.
+    error: Option<String>,
+}
+
+const AUTOGROUP: &str = "/proc/sys/kernel/sched_autogroup_enabled";
+
+impl OneSchedulingGroup {
+    fn enter() -> OneSchedulingGroup {
+        let mut this = OneSchedulingGroup {
+            changed_from: None,
+            error: None,
+        };
+        match std::fs::read_to_string(AUTOGROUP) {
+            Ok(value) if value.trim() == "1" => match std::fs::write(AUTOGROUP, "0") {
+                Ok(()) => this.changed_from = Some(value),
+                Err(e) => this.error = Some(e.to_string()),
+            },
+            Ok(_) | Err(_) => {}
+        }
+        this
+    }
+
+    fn describe(&self) -> String {
+        match (&self.changed_from, &self.error) {
+            (Some(_), _) => "Linux session autogroups turned off for the run (restored afterwards), so Postgres's backends and the other processes compete for the cores thread by thread".to_owned(),
+            (None, Some(e)) => format!("Linux session autogroups on (turning them off failed: {e}); Postgres, in a session of its own, may be held to one core when contended, which shows in the p99s"),
+            (None, None) => "no session autogroups (every thread competes for the cores on its own)".to_owned(),
+        }
+    }
+}
+
+impl Drop for OneSchedulingGroup {
+    fn drop(&mut self) {
+        if let Some(value) = self.changed_from.take()
+            && let Err(e) = std::fs::write(AUTOGROUP, value)
+        {
+            eprintln!("bench: could not restore {AUTOGROUP}: {e}");
+        }
+    }
 }
 
 /// Runs a release-built benchmark example (`cargo run --example NAME -- OUT.json`) of
