@@ -34,7 +34,8 @@ use crate::metrics::Metrics;
 /// Everything a request handler needs, shared by all workers.
 #[derive(Debug)]
 pub struct AppState {
-    /// Postgres connections: one pool per HTTP worker ([`AppState::pool`]).
+    /// Postgres connections: one pool per HTTP worker, one shared by other threads
+    /// ([`AppState::pool`]).
     pub pools: WorkerPools,
     pub auth: Authenticator,
     pub metrics: Metrics,
@@ -91,7 +92,7 @@ impl AppState {
         })
     }
 
-    /// The calling thread's connection pool (its HTTP worker's).
+    /// The calling thread's connection pool: its HTTP worker's, else the shared one.
     pub fn pool(&self) -> &PgPool {
         self.pools.get()
     }
@@ -161,6 +162,8 @@ pub fn start(
 
     let api_data = data.clone();
     let api_server = HttpServer::new(move || {
+        // Called on each worker's thread as it starts: the worker's own connection pool.
+        api_data.pools.register_worker();
         App::new()
             .app_data(api_data.clone())
             .app_data(routes::json_payload_config())

@@ -1,4 +1,4 @@
-//! One Postgres connection pool per thread that uses one.
+//! One Postgres connection pool per HTTP worker.
 //!
 //! Each actix-web HTTP worker is a thread with a single-threaded Tokio runtime, and a
 //! connection's I/O is driven by a task on the runtime that opened it. With one pool shared
@@ -10,44 +10,59 @@ use cls_storage::PgPool;
 use thread_local::ThreadLocal;
 
 /// The gateway's connection pools: `DATABASE_MAX_CONNECTIONS` split evenly over the HTTP
-/// workers, each worker's pool opened lazily on its own thread. Other threads (the admin
-/// server's worker, background clean-up) get a pool of their own, of the same size, the first
-/// time they need a connection.
+/// workers, each worker's pool made on its own thread when the worker starts
+/// ([`WorkerPools::register_worker`]), and a small shared pool for every other thread (the
+/// admin server's readiness checks, the idempotency clean-up).
 #[derive(Debug)]
 pub struct WorkerPools {
     database_url: String,
-    per_thread: u32,
-    pools: ThreadLocal<PgPool>,
+    per_worker: u32,
+    workers: ThreadLocal<PgPool>,
+    shared: PgPool,
 }
 
 impl WorkerPools {
-    /// Pools of at most `max_connections / workers` connections each (at least one).
+    /// The shared pool's size: a readiness check can run while the clean-up holds one.
+    pub const SHARED_CONNECTIONS: u32 = 2;
+
+    /// Pools of at most `max_connections / workers` connections each (at least one), and the
+    /// shared pool. Call inside a Tokio runtime (a pool spawns its reaper task).
     pub fn new(database_url: &str, max_connections: u32, workers: usize) -> WorkerPools {
         let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
         WorkerPools {
             database_url: database_url.to_owned(),
-            per_thread: (max_connections / workers).max(1),
-            pools: ThreadLocal::new(),
+            per_worker: (max_connections / workers).max(1),
+            workers: ThreadLocal::new(),
+            shared: cls_storage::pool(database_url, Self::SHARED_CONNECTIONS),
         }
     }
 
-    /// The calling thread's pool.
+    /// Gives the calling thread, an HTTP worker starting (inside its runtime), a pool of its
+    /// own; [`WorkerPools::get`] on this thread returns it from then on.
+    pub fn register_worker(&self) -> &PgPool {
+        self.workers
+            .get_or(|| cls_storage::pool(&self.database_url, self.per_worker))
+    }
+
+    /// The calling thread's pool: its worker's, else the shared one.
     pub fn get(&self) -> &PgPool {
-        self.pools
-            .get_or(|| cls_storage::pool(&self.database_url, self.per_thread))
+        self.workers.get().unwrap_or(&self.shared)
     }
 
-    /// The most connections one thread's pool opens.
-    pub fn per_thread(&self) -> u32 {
-        self.per_thread
+    /// The most connections one worker's pool opens.
+    pub fn per_worker(&self) -> u32 {
+        self.per_worker
     }
 
-    /// Open and idle connections, over every thread's pool.
+    /// Open and idle connections, over every pool.
     pub fn totals(&self) -> (u32, u32) {
-        self.pools.iter().fold((0, 0), |(open, idle), pool| {
-            let state = pool.state();
-            (open + state.connections, idle + state.idle_connections)
-        })
+        self.workers
+            .iter()
+            .chain([&self.shared])
+            .fold((0, 0), |(open, idle), pool| {
+                let state = pool.state();
+                (open + state.connections, idle + state.idle_connections)
+            })
     }
 }
 
@@ -69,16 +84,24 @@ mod tests {
 
     #[test]
     fn the_connections_are_split_evenly_and_at_least_one_each() {
-        assert_eq!(WorkerPools::new("postgres://x/y", 16, 2).per_thread(), 8);
-        assert_eq!(WorkerPools::new("postgres://x/y", 5, 2).per_thread(), 2);
-        assert_eq!(WorkerPools::new("postgres://x/y", 1, 4).per_thread(), 1);
-        assert_eq!(WorkerPools::new("postgres://x/y", 3, 0).per_thread(), 3);
+        let runtime = runtime();
+        let _inside = runtime.enter();
+        let per_worker =
+            |max, workers| WorkerPools::new("postgres://x/y", max, workers).per_worker();
+        assert_eq!(per_worker(16, 2), 8);
+        assert_eq!(per_worker(5, 2), 2);
+        assert_eq!(per_worker(1, 4), 1);
+        assert_eq!(per_worker(3, 0), 3);
     }
 
     #[test]
-    fn each_worker_thread_uses_its_own_share_of_the_connections() {
-        let db = runtime().block_on(TestDb::new());
-        let pools = WorkerPools::new(db.url(), 4, 2);
+    fn each_worker_uses_its_own_share_of_the_connections() {
+        let main = runtime();
+        let db = main.block_on(TestDb::new());
+        let pools = {
+            let _inside = main.enter();
+            WorkerPools::new(db.url(), 4, 2)
+        };
         // Both threads hold their pool at once (a finished thread's slot may be reused).
         let both = Barrier::new(2);
         let addresses: Vec<usize> = std::thread::scope(|s| {
@@ -86,8 +109,8 @@ mod tests {
                 .map(|_| {
                     s.spawn(|| {
                         runtime().block_on(async {
-                            let pool = pools.get();
-                            assert!(std::ptr::eq(pool, pools.get()), "one pool per thread");
+                            let pool = pools.register_worker();
+                            assert!(std::ptr::eq(pool, pools.get()), "the worker's own pool");
                             let first = pool.get().await.expect("first connection");
                             let second = pool.get().await.expect("second connection");
                             both.wait();

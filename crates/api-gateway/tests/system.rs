@@ -10,6 +10,7 @@ use std::process::Command;
 
 use actix_web::middleware::from_fn;
 use common::*;
+use diesel_async::RunQueryDsl as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -94,6 +95,52 @@ async fn metrics_have_per_route_series_with_bounded_labels() {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "not Prometheus text: {line}");
     }
+}
+
+/// `DATABASE_MAX_CONNECTIONS` bounds the gateway's connections for requests, split over its
+/// HTTP workers, however many requests arrive at once (other work has a small shared pool);
+/// the pool gauge adds up every pool's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_stay_within_database_max_connections() {
+    let app =
+        TestApp::spawn_with(&[("DATABASE_MAX_CONNECTIONS", "4"), ("HTTP_WORKERS", "2")]).await;
+    let cluster = app.create_cluster(ALICE, "c1").await;
+    let path = format!("/api/v1/clusters/{}", cluster["id"].as_str().unwrap());
+    for _ in 0..5 {
+        let answers = futures_util::future::join_all((0..48).map(|_| app.get(&path, ALICE))).await;
+        assert!(
+            answers.iter().all(|(status, _)| *status == StatusCode::OK),
+            "every request answered: {:?}",
+            answers.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+        );
+    }
+    let mut conn = app.db.conn().await;
+    let backends: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    // The idempotency clean-up, which runs at start-up, uses the small shared pool; the
+    // requests, spread over both workers, use theirs (the shared pool alone has two).
+    let shared = i64::from(api_gateway::WorkerPools::SHARED_CONNECTIONS);
+    assert!(
+        (shared + 1..=4 + shared).contains(&backends),
+        "{backends} connections, not within {}..={}",
+        shared + 1,
+        4 + shared
+    );
+    let text = app.gateway_metrics().await;
+    let gauge = text
+        .lines()
+        .find_map(|l| l.strip_prefix("db_pool_connections "))
+        .unwrap();
+    assert_eq!(
+        gauge,
+        backends.to_string(),
+        "the gauge counts every worker's pool"
+    );
 }
 
 /// `openapi-spec-validator`: from `OPENAPI_SPEC_VALIDATOR`, `.tools/venv` (installed by
