@@ -78,49 +78,49 @@ pub(crate) fn bench(sh: &Shell, what: &str) -> anyhow::Result<()> {
 ///
 /// With autogroups, the scheduler first shares contended CPUs between sessions and only then
 /// between threads. `pg_ctl` starts Postgres in a session of its own, so all of its backends
-/// together got one of the two cores whenever the gateway and `wrk` wanted the other: measured
-/// on 2026-12-02, a woken backend waited up to 0.25–1.5 s for a CPU (`perf sched latency`)
-/// and `wrk`'s p99 rose from about 5 ms to 10–1500 ms, while the gateway's own latency stayed
-/// under 2.5 ms for 99.9 % of requests. In a deployment Postgres does not share the gateway's
-/// cores, so the benchmark lets every thread compete on its own, as it would without them.
-struct OneSchedulingGroup {
-    /// The setting before the run, when this changed it.
-    changed_from: Option<String>,
-    /// Why it could not be changed.
-    error: Option<String>,
+/// together got one of the two cores whenever the gateway and `wrk` wanted the other. Measured
+/// on 2026-12-02 with a pool per gateway worker: a woken backend waited up to 257 ms for a CPU
+/// (`perf sched latency`), as long as `wrk`'s slowest request, and `wrk`'s p99 rose from about
+/// 5 ms to 10–1500 ms while the gateway's own latency stayed under 2.5 ms for 99.9 % of
+/// requests. In a deployment Postgres does not share the gateway's cores, so the benchmark
+/// lets every thread compete on its own, as it would without autogroups.
+enum OneSchedulingGroup {
+    /// Turned off for the run; the setting to restore.
+    TurnedOff { was: String },
+    /// On, and turning them off failed.
+    On { error: String },
+    /// Off already, or not a Linux kernel with them.
+    Absent,
 }
 
 const AUTOGROUP: &str = "/proc/sys/kernel/sched_autogroup_enabled";
 
 impl OneSchedulingGroup {
     fn enter() -> OneSchedulingGroup {
-        let mut this = OneSchedulingGroup {
-            changed_from: None,
-            error: None,
-        };
         match std::fs::read_to_string(AUTOGROUP) {
-            Ok(value) if value.trim() == "1" => match std::fs::write(AUTOGROUP, "0") {
-                Ok(()) => this.changed_from = Some(value),
-                Err(e) => this.error = Some(e.to_string()),
+            Ok(was) if was.trim() == "1" => match std::fs::write(AUTOGROUP, "0") {
+                Ok(()) => OneSchedulingGroup::TurnedOff { was },
+                Err(e) => OneSchedulingGroup::On {
+                    error: e.to_string(),
+                },
             },
-            Ok(_) | Err(_) => {}
+            Ok(_) | Err(_) => OneSchedulingGroup::Absent,
         }
-        this
     }
 
     fn describe(&self) -> String {
-        match (&self.changed_from, &self.error) {
-            (Some(_), _) => "Linux session autogroups turned off for the run (restored afterwards), so Postgres's backends and the other processes compete for the cores thread by thread".to_owned(),
-            (None, Some(e)) => format!("Linux session autogroups on (turning them off failed: {e}); Postgres, in a session of its own, may be held to one core when contended, which shows in the p99s"),
-            (None, None) => "no session autogroups (every thread competes for the cores on its own)".to_owned(),
+        match self {
+            OneSchedulingGroup::TurnedOff { .. } => "Linux session autogroups turned off for the run (restored afterwards), so Postgres's backends and the other processes compete for the cores thread by thread".to_owned(),
+            OneSchedulingGroup::On { error } => format!("Linux session autogroups on (turning them off failed: {error}); Postgres, in a session of its own, may be held to one core when contended, which shows in the p99s"),
+            OneSchedulingGroup::Absent => "no session autogroups (every thread competes for the cores on its own)".to_owned(),
         }
     }
 }
 
 impl Drop for OneSchedulingGroup {
     fn drop(&mut self) {
-        if let Some(value) = self.changed_from.take()
-            && let Err(e) = std::fs::write(AUTOGROUP, value)
+        if let OneSchedulingGroup::TurnedOff { was } = self
+            && let Err(e) = std::fs::write(AUTOGROUP, was.as_bytes())
         {
             eprintln!("bench: could not restore {AUTOGROUP}: {e}");
         }

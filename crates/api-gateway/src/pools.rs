@@ -114,10 +114,10 @@ mod tests {
                             let first = pool.get().await.expect("first connection");
                             let second = pool.get().await.expect("second connection");
                             both.wait();
-                            // The thread's share is two: a third waits for one to come back.
+                            // The worker's share is two: a third waits for one to come back.
                             let third =
                                 tokio::time::timeout(Duration::from_millis(300), pool.get()).await;
-                            assert!(third.is_err(), "a third connection on one thread");
+                            assert!(third.is_err(), "a third connection for one worker");
                             drop(first);
                             let again = tokio::time::timeout(Duration::from_secs(3), pool.get())
                                 .await
@@ -131,11 +131,17 @@ mod tests {
                 .collect();
             workers.into_iter().map(|w| w.join().unwrap()).collect()
         });
-        assert_ne!(addresses[0], addresses[1], "the threads shared a pool");
+        assert_ne!(addresses[0], addresses[1], "the workers shared a pool");
+        // Any other thread gets the shared pool, counted in the totals once it opens one.
+        assert!(std::ptr::eq(pools.get(), &pools.shared));
         assert_eq!(
             pools.totals().0,
             4,
-            "two connections per thread, four in all"
+            "two connections per worker, four in all"
         );
+        main.block_on(async {
+            let _conn = pools.get().get().await.expect("a shared connection");
+            assert_eq!(pools.totals().0, 5);
+        });
     }
 }

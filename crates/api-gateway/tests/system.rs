@@ -136,11 +136,7 @@ async fn concurrent_requests_stay_within_database_max_connections() {
         .lines()
         .find_map(|l| l.strip_prefix("db_pool_connections "))
         .unwrap();
-    assert_eq!(
-        gauge,
-        backends.to_string(),
-        "the gauge counts every worker's pool"
-    );
+    assert_eq!(gauge, backends.to_string(), "the gauge adds up every pool");
 }
 
 /// `openapi-spec-validator`: from `OPENAPI_SPEC_VALIDATOR`, `.tools/venv` (installed by
