@@ -24,7 +24,7 @@ use actix_web::{App, HttpServer, middleware::from_fn, web};
 use anyhow::Context as _;
 use cls_storage::PgPool;
 
-pub use crate::pools::WorkerPools;
+pub use crate::pools::{PerWorker, WorkerPools};
 
 pub use config::Config;
 
@@ -43,8 +43,9 @@ pub struct AppState {
     pub default_channel_group: String,
     pub request_timeout: Duration,
     pub idempotency_ttl: time::Duration,
-    /// The status-aggregator (connected lazily: the gateway starts without it).
-    pub status: StatusClient,
+    /// The status-aggregator (connected lazily: the gateway starts without it), a channel per
+    /// HTTP worker ([`AppState::status`]).
+    pub status: PerWorker<StatusClient>,
     /// Reactive reconcile triggers to the reconcile-scheduler (fire-and-forget).
     pub reconcile: cls_rpc::client::ReconcileTriggers,
 }
@@ -68,11 +69,16 @@ impl AppState {
         );
         let auth = Authenticator::new(&config.auth, config.controller_identities.clone()).await?;
         let token = cls_rpc::auth::SharedToken::from_option(config.grpc_shared_token.clone());
-        let status =
+        let endpoint =
+            cls_rpc::client::endpoint(&config.status_aggregator_url, config.peer_timeout)?;
+        let status_token = token.clone();
+        let status_client = move || {
             cls_rpc::status::status_aggregator_client::StatusAggregatorClient::with_interceptor(
-                cls_rpc::client::channel(&config.status_aggregator_url, config.peer_timeout)?,
-                token.clone(),
-            );
+                endpoint.connect_lazy(),
+                status_token.clone(),
+            )
+        };
+        let status = PerWorker::new(status_client(), status_client);
         let reconcile = cls_rpc::client::ReconcileTriggers::new(
             config.reconcile_scheduler_url.as_deref(),
             config.peer_timeout,
@@ -90,6 +96,12 @@ impl AppState {
             status,
             reconcile,
         })
+    }
+
+    /// A client of the status-aggregator on the calling thread's channel: its HTTP worker's,
+    /// else the shared one.
+    pub fn status(&self) -> StatusClient {
+        self.status.get().clone()
     }
 
     /// The calling thread's connection pool: its HTTP worker's, else the shared one.
@@ -162,8 +174,10 @@ pub fn start(
 
     let api_data = data.clone();
     let api_server = HttpServer::new(move || {
-        // Called on each worker's thread as it starts: the worker's own connection pool.
+        // Called on each worker's thread as it starts: the worker's own connection pool and
+        // status-aggregator channel.
         api_data.pools.register_worker();
+        api_data.status.register_worker();
         App::new()
             .app_data(api_data.clone())
             .app_data(routes::json_payload_config())

@@ -19,10 +19,18 @@ use crate::scheduler::{ResourceKind as PbKind, TriggerRequest};
 /// `timeout`, so a peer that is down makes calls fail fast, never hang. Start-up does not need
 /// the peer.
 pub fn channel(url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(url, timeout)?.connect_lazy())
+}
+
+/// The peer's endpoint, configured as for [`channel`], for callers that open several channels
+/// (`connect_lazy` on the runtime that is to drive each one).
+pub fn endpoint(
+    url: &str,
+    timeout: Duration,
+) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
     Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(1))
-        .timeout(timeout)
-        .connect_lazy())
+        .timeout(timeout))
 }
 
 /// The reconcile-scheduler's client, with the shared token attached to every call.

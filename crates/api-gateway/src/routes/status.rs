@@ -122,8 +122,7 @@ async fn report(
         report_violations(rest, time::OffsetDateTime::now_utc())
     })?;
     let response = state
-        .status
-        .clone()
+        .status()
         .report_status(pb::ReportStatusRequest {
             kind: pb_kind(kind).into(),
             resource_id: id.to_string(),
@@ -208,8 +207,7 @@ async fn read(
 ) -> Result<(Uuid, Uuid, Status, Vec<ControllerStatus>), ApiError> {
     let id = path_id(id)?;
     let response = state
-        .status
-        .clone()
+        .status()
         .get_status(pb::GetStatusRequest {
             kind: pb_kind(kind).into(),
             resource_id: id.to_string(),
