@@ -44,7 +44,7 @@ pub async fn edge(
     // the trace id for log lines, and is not exported. Strings as `&str`, not `%` (`Display`):
     // the log layer copies them instead of formatting.
     let (server_span, trace_id) = cls_telemetry::server::ServerSpan::start(
-        match &route {
+        || match &route {
             Some(route) => format!("{method} {route}"),
             None => method.clone(),
         },

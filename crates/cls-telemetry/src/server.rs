@@ -35,11 +35,12 @@ pub struct ServerSpan {
 }
 
 impl ServerSpan {
-    /// Starts the span `name` (kind server) with `attributes`, as a child of the client's
-    /// `traceparent` when it is valid. Returns it with the 32-hex trace id for the request's
-    /// log lines: the span's when tracing, else the client's, else a new random one.
+    /// Starts the span named by `name` (kind server) with `attributes`, as a child of the
+    /// client's `traceparent` when it is valid. Returns it with the 32-hex trace id for the
+    /// request's log lines: the span's when tracing, else the client's, else a new random one.
+    /// `name` and the attributes' values are only copied when tracing.
     pub fn start(
-        name: String,
+        name: impl FnOnce() -> String,
         attributes: &[(&'static str, &str)],
         traceparent: Option<&str>,
     ) -> (ServerSpan, String) {
@@ -48,7 +49,7 @@ impl ServerSpan {
 
     fn start_with(
         tracer: Option<&SdkTracer>,
-        name: String,
+        name: impl FnOnce() -> String,
         attributes: &[(&'static str, &str)],
         traceparent: Option<&str>,
     ) -> (ServerSpan, String) {
@@ -57,7 +58,7 @@ impl ServerSpan {
             return (ServerSpan { cx: None }, crate::trace_id_for_logs(&parent));
         };
         let span = tracer
-            .span_builder(name)
+            .span_builder(name())
             .with_kind(SpanKind::Server)
             .with_attributes(
                 attributes
@@ -216,7 +217,7 @@ mod tests {
         let (_provider, tracer, ended) = tracer();
         let (span, trace_id) = ServerSpan::start_with(
             Some(&tracer),
-            "GET /api/v1/clusters/{id}".to_owned(),
+            || "GET /api/v1/clusters/{id}".to_owned(),
             &[
                 ("http.route", "/api/v1/clusters/{id}"),
                 ("request_id", "r-1"),
@@ -244,7 +245,7 @@ mod tests {
 
         // Without a valid traceparent the span starts a trace of its own.
         let (span, trace_id) =
-            ServerSpan::start_with(Some(&tracer), "GET".to_owned(), &[], Some("00-zz"));
+            ServerSpan::start_with(Some(&tracer), || "GET".to_owned(), &[], Some("00-zz"));
         span.end(("http.response.status_code", 200), false);
         let spans = ended.take();
         assert_eq!(spans[0].span_context.trace_id().to_string(), trace_id);
@@ -257,11 +258,16 @@ mod tests {
 
     #[test]
     fn without_tracing_the_log_trace_id_is_the_client_s_or_a_new_one() {
-        let (span, trace_id) =
-            ServerSpan::start_with(None, "GET".to_owned(), &[], Some(TRACEPARENT));
+        let (span, trace_id) = ServerSpan::start_with(
+            None,
+            || unreachable!("named without tracing"),
+            &[],
+            Some(TRACEPARENT),
+        );
         assert_eq!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         span.end(("http.response.status_code", 200), false);
-        let (_, fresh) = ServerSpan::start_with(None, "GET".to_owned(), &[], None);
+        let (_, fresh) =
+            ServerSpan::start_with(None, || unreachable!("named without tracing"), &[], None);
         assert_eq!(fresh.len(), 32);
         assert_ne!(fresh, "4bf92f3577b34da6a3ce929d0e0e4736");
     }
@@ -282,7 +288,7 @@ mod tests {
             .with(EventsOnServerSpans);
         let _default = tracing::subscriber::set_default(subscriber);
 
-        let (server, _) = ServerSpan::start_with(Some(&tracer), "POST".to_owned(), &[], None);
+        let (server, _) = ServerSpan::start_with(Some(&tracer), || "POST".to_owned(), &[], None);
         let request = tracing::info_span!(target: LOG_ONLY_TARGET, "HTTP request");
         server
             .run(async {
