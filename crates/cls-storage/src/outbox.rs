@@ -335,8 +335,8 @@ pub async fn backlog(conn: &mut AsyncPgConnection) -> Result<Backlog, StorageErr
         .select((count_star(), min(outbox::created_at)))
         .get_result(conn)
         .await?;
-    // The state is written into the statement, not bound: a generic plan for `state = $1`
-    // could not use the partial index `outbox_dead` and would read the whole table.
+    // The state is written into the statement, not bound: a plan for `state = $1` has to
+    // hold for any state, so it could not use the partial index `outbox_dead`.
     let dead: Count = sql("SELECT count(*) AS n FROM outbox WHERE state = 'dead'")
         .get_result(conn)
         .await?;
