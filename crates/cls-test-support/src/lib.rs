@@ -8,6 +8,7 @@
 //! - [`resources`]: minimal valid resources stored straight through `cls-storage`.
 
 pub mod binary;
+pub mod cpu;
 pub mod emulator;
 pub mod events;
 pub mod gate;

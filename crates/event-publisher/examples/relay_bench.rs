@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use cls_domain::event::Envelope;
 use cls_storage::outbox;
-use cls_test_support::PubSubEmulator;
 use cls_test_support::emulator::PROJECT;
 use cls_test_support::events::cluster_updated as event;
 use cls_test_support::postgres::{ensure_cluster, pg_tool, stop_cluster};
+use cls_test_support::{PubSubEmulator, cpu};
 use event_publisher::{Config, Running};
 use gcloud_sdk::google::pubsub::v1::publisher_client::PublisherClient;
 use gcloud_sdk::google::pubsub::v1::subscriber_client::SubscriberClient;
@@ -169,7 +169,7 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
     let relay = start(url, host).await?;
     wait_for_shards(std::slice::from_ref(&relay)).await;
     let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let (receipts, receiver) = receive(&subscriber, subscription);
+    let (receipts, receiver) = receive(&subscriber, subscription.clone());
     let total = (RATE * LATENCY_SECONDS) as usize;
     let writers = 4;
     let mut tasks = Vec::new();
@@ -197,6 +197,13 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
     }
     await_receipts(&receipts, total).await;
     receiver.abort();
+    // The throughput runs below publish to this topic: without a subscription, as the
+    // baseline's topic had none when it was measured (the emulator would otherwise store, and
+    // order, every message of the relay's backlog for it, and none of the baseline's).
+    subscriber
+        .get()
+        .delete_subscription(DeleteSubscriptionRequest { subscription })
+        .await?;
     let commit_to_ack = &relay.metrics.commit_to_publish;
     let relay_mean_ms =
         commit_to_ack.get_sample_sum() / commit_to_ack.get_sample_count().max(1) as f64 * 1000.0;
@@ -218,6 +225,7 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
 
     // Relay throughput, one and two replicas.
     let mut relay_rates = Vec::new();
+    let mut relay_cores = Vec::new();
     for replicas in [1usize, 2] {
         let mut running = Vec::new();
         for _ in 0..replicas {
@@ -239,6 +247,7 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
         // on the cores being measured (each call counts the pending rows, and until the
         // `outbox_dead` index it read the whole table for dead letters).
         let started = Instant::now();
+        let cpu_before = cpu::Usage::now();
         let published = || -> u64 {
             running
                 .iter()
@@ -259,6 +268,16 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let cores = cpu_before.cores_since(
+            elapsed,
+            &[
+                ("postgres", "postgres"),
+                ("java", "emulator"),
+                ("relay_bench", "relay and driver"),
+            ],
+        );
+        println!("relay, {replicas} replica(s), cores used while draining: {cores}");
+        relay_cores.push(cores);
         // Untimed: rows left from the latency runs, published in between, are settled too.
         let settling = Instant::now();
         while outbox::backlog(&mut conn).await?.pending > 0 {
@@ -304,6 +323,8 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
         "baseline_msgs_per_s": baseline_rate,
         "relay_events_per_s_1_replica": relay_rates[0],
         "relay_events_per_s_2_replicas": relay_rates[1],
+        "relay_cores_1_replica": relay_cores[0],
+        "relay_cores_2_replicas": relay_cores[1],
         "latency_rate_per_s": RATE,
         "latency_events_sent": total,
         "latency_events_received": received,
@@ -505,7 +526,7 @@ fn vacuum(port: &str) -> anyhow::Result<()> {
 }
 
 async fn start(url: &str, host: &str) -> anyhow::Result<Running> {
-    let vars: HashMap<String, String> = [
+    let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", url),
         ("PUBSUB_EMULATOR_HOST", host),
         ("GOOGLE_CLOUD_PROJECT", PROJECT),
@@ -514,6 +535,12 @@ async fn start(url: &str, host: &str) -> anyhow::Result<Running> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    // The relay's tunables may be set from outside, to compare settings on one build.
+    for name in ["OUTBOX_BATCH_SIZE", "DATABASE_MAX_CONNECTIONS"] {
+        if let Ok(value) = std::env::var(name) {
+            vars.insert(name.to_owned(), value);
+        }
+    }
     let config = Config::from_vars(&vars)?;
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
