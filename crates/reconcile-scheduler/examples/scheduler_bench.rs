@@ -11,8 +11,10 @@
 //! hour, outbox empty, database vacuumed), and the medians are reported: one trial takes about
 //! a second, and single trials of either side varied by 2–4× within one run here.
 //!
-//! The publisher runs in-process on the same database; its relay points at an unreachable
-//! Pub/Sub (this measures acceptance into the outbox, as the issue asks, not delivery).
+//! The publisher runs in-process on the same database. This measures acceptance into the
+//! outbox, as the issue asks, not delivery: the benchmark holds every outbox shard's lease
+//! itself, so the publisher's relay stays idle (it used to point at an unreachable Pub/Sub and
+//! read, and record a failure on, the rows both sides wrote while they were measured).
 //!
 //! Usage: `scheduler_bench OUT.json`.
 
@@ -29,8 +31,8 @@ use cls_domain::event::{ReconcileEvent, ResourceRef};
 use cls_domain::reconcile::ReconcileReason;
 use cls_rpc::publisher::PublishRequest;
 use cls_rpc::publisher::event_publisher_client::EventPublisherClient;
-use cls_test_support::TestDb;
 use cls_test_support::resources::create_cluster;
+use cls_test_support::{TestDb, cpu};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use uuid::Uuid;
@@ -55,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
     for replicas in [1usize, 3] {
         let db = TestDb::new().await;
         let clusters = create_clusters(&db).await?;
+        let _relay_held_off = hold_every_shard(&db).await?;
         let publisher = start_publisher(&db).await?;
         let url = format!("http://{}", publisher.grpc_addr);
         // As many concurrent callers as the schedulers' publish slots: replicas ×
@@ -63,14 +66,30 @@ async fn main() -> anyhow::Result<()> {
         let schedulers = start_schedulers(&db, &url, replicas).await?;
 
         let (mut ceilings, mut times) = (Vec::new(), Vec::new());
+        let (mut ceiling_cpu, mut scheduler_cpu) = (Vec::new(), Vec::new());
+        let bench = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+        let commands = [
+            ("postgres", "postgres"),
+            (bench.trim(), "services and driver"),
+        ];
         for _ in 0..TRIALS {
             reset(&db).await?;
-            ceilings.push(publish_ceiling(&url, &clusters, callers).await?);
+            let before = cpu::Usage::now();
+            let rate = publish_ceiling(&url, &clusters, callers).await?;
+            ceiling_cpu.push(before.cores_since(RESOURCES as f64 / rate, &commands));
+            ceilings.push(rate);
             reset(&db).await?;
-            times.push(all_due_at_once(&db, &schedulers).await?);
+            let before = cpu::Usage::now();
+            let seconds = all_due_at_once(&db, &schedulers).await?;
+            scheduler_cpu.push(before.cores_since(seconds, &commands));
+            times.push(seconds);
         }
         println!("{replicas} replica(s): trials {times:.2?} s, ceilings {ceilings:.0?}/s");
-        let (ceiling, seconds) = (median(ceilings), median(times));
+        println!(
+            "{replicas} replica(s): cores used in the ceiling trials {ceiling_cpu:?}, in the scheduler trials {scheduler_cpu:?}"
+        );
+        let (ceiling_trial, scheduler_trial) = (median_index(&ceilings), median_index(&times));
+        let (ceiling, seconds) = (ceilings[ceiling_trial], times[scheduler_trial]);
         let lag_p99 = schedulers
             .iter()
             .map(|r| quantile(&r.service.metrics.claim_lag, 0.99))
@@ -86,6 +105,14 @@ async fn main() -> anyhow::Result<()> {
         );
         result.insert(format!("ceiling_per_s_{replicas}"), ceiling.into());
         result.insert(format!("claim_lag_p99_s_{replicas}"), lag_p99.into());
+        result.insert(
+            format!("ceiling_cores_{replicas}"),
+            ceiling_cpu[ceiling_trial].clone().into(),
+        );
+        result.insert(
+            format!("scheduler_cores_{replicas}"),
+            scheduler_cpu[scheduler_trial].clone().into(),
+        );
         for r in schedulers {
             r.shutdown().await;
         }
@@ -123,6 +150,20 @@ async fn create_clusters(db: &TestDb) -> anyhow::Result<Vec<Uuid>> {
         ids.extend(task.await??);
     }
     Ok(ids)
+}
+
+/// Leases every outbox shard on a connection of the benchmark's own, so that the publisher's
+/// relay (which would otherwise read the rows the trials write and, with no Pub/Sub to send
+/// them to, record a failure on each) holds none and does no work. Held until dropped.
+async fn hold_every_shard(db: &TestDb) -> anyhow::Result<cls_storage::AsyncPgConnection> {
+    let mut conn = cls_storage::connect(db.url()).await?;
+    for shard in 0..cls_domain::event::OUTBOX_SHARDS {
+        anyhow::ensure!(
+            cls_storage::outbox::try_lock_shard(&mut conn, shard).await?,
+            "outbox shard {shard} is leased already"
+        );
+    }
+    Ok(conn)
 }
 
 async fn start_publisher(db: &TestDb) -> anyhow::Result<event_publisher::Running> {
@@ -225,9 +266,11 @@ async fn reset(db: &TestDb) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+/// The index of the median of `values` (the upper one of an even count).
+fn median_index(values: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
+    order[order.len() / 2]
 }
 
 /// Starts `replicas` schedulers with nothing due.
