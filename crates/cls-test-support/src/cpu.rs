@@ -33,21 +33,39 @@ impl Usage {
         usage
     }
 
-    /// Cores used since `self` over `seconds`: in all, then for each `(command, label)`,
-    /// e.g. `1.98 in all; postgres 1.10, emulator 0.40`.
-    pub fn cores_since(&self, seconds: f64, commands: &[(&str, &str)]) -> String {
-        let now = Usage::now();
+    /// What was used from `earlier` until `self`.
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        Usage {
+            busy: self.busy.saturating_sub(earlier.busy),
+            by_command: self
+                .by_command
+                .iter()
+                .map(|(command, ticks)| {
+                    let before = earlier.by_command.get(command).copied().unwrap_or(0);
+                    (command.clone(), ticks.saturating_sub(before))
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds another stretch's use (from [`Usage::since`]).
+    pub fn add(&mut self, other: &Usage) {
+        self.busy += other.busy;
+        for (command, ticks) in &other.by_command {
+            *self.by_command.entry(command.clone()).or_default() += ticks;
+        }
+    }
+
+    /// This use (from [`Usage::since`]) as cores over `seconds`: in all, then for each
+    /// `(command, label)`, e.g. `1.98 in all; postgres 1.10, emulator 0.40`. Ticks are
+    /// sampled, so stretches much shorter than a second read coarsely.
+    pub fn cores(&self, seconds: f64, commands: &[(&str, &str)]) -> String {
         let cores = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / seconds.max(f64::EPSILON);
-        let mut out = format!("{:.2} in all", cores(now.busy.saturating_sub(self.busy)));
+        let mut out = format!("{:.2} in all", cores(self.busy));
         for (i, (command, label)) in commands.iter().enumerate() {
-            let before = self.by_command.get(*command).copied().unwrap_or(0);
-            let after = now.by_command.get(*command).copied().unwrap_or(0);
+            let ticks = self.by_command.get(*command).copied().unwrap_or(0);
             let sep = if i == 0 { "; " } else { ", " };
-            let _ = write!(
-                out,
-                "{sep}{label} {:.2}",
-                cores(after.saturating_sub(before))
-            );
+            let _ = write!(out, "{sep}{label} {:.2}", cores(ticks));
         }
         out
     }
@@ -94,6 +112,20 @@ mod tests {
     }
 
     #[test]
+    fn stretches_are_differences_that_add_up() {
+        let at = |busy: u64, pg: u64| Usage {
+            busy,
+            by_command: HashMap::from([("postgres".to_owned(), pg)]),
+        };
+        let mut total = at(300, 150).since(&at(100, 50));
+        total.add(&at(500, 200).since(&at(400, 190)));
+        assert_eq!(
+            total.cores(1.5, &[("postgres", "postgres"), ("java", "emulator")]),
+            "2.00 in all; postgres 0.73, emulator 0.00"
+        );
+    }
+
+    #[test]
     fn this_process_uses_cpu_that_is_counted() {
         let before = Usage::now();
         let started = std::time::Instant::now();
@@ -102,7 +134,9 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
         let command = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
-        let report = before.cores_since(0.3, &[(command.trim(), "me")]);
+        let report = Usage::now()
+            .since(&before)
+            .cores(0.3, &[(command.trim(), "me")]);
         let mine: f64 = report
             .rsplit(' ')
             .next()

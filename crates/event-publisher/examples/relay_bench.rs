@@ -268,7 +268,7 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let elapsed = started.elapsed().as_secs_f64();
-        let cores = cpu_before.cores_since(
+        let cores = cpu::Usage::now().since(&cpu_before).cores(
             elapsed,
             &[
                 ("postgres", "postgres"),

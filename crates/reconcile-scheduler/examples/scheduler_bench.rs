@@ -66,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
         let schedulers = start_schedulers(&db, &url, replicas).await?;
 
         let (mut ceilings, mut times) = (Vec::new(), Vec::new());
-        let (mut ceiling_cpu, mut scheduler_cpu) = (Vec::new(), Vec::new());
+        // Summed over the trials: one lasts a fraction of a second, and ticks are sampled.
+        let (mut ceiling_cpu, mut scheduler_cpu) = (cpu::Usage::default(), cpu::Usage::default());
         let bench = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
         let commands = [
             ("postgres", "postgres"),
@@ -74,22 +75,22 @@ async fn main() -> anyhow::Result<()> {
         ];
         for _ in 0..TRIALS {
             reset(&db).await?;
-            let before = cpu::Usage::now();
-            let rate = publish_ceiling(&url, &clusters, callers).await?;
-            ceiling_cpu.push(before.cores_since(RESOURCES as f64 / rate, &commands));
+            let (rate, used) = publish_ceiling(&url, &clusters, callers).await?;
+            ceiling_cpu.add(&used);
             ceilings.push(rate);
             reset(&db).await?;
-            let before = cpu::Usage::now();
-            let seconds = all_due_at_once(&db, &schedulers).await?;
-            scheduler_cpu.push(before.cores_since(seconds, &commands));
+            let (seconds, used) = all_due_at_once(&db, &schedulers).await?;
+            scheduler_cpu.add(&used);
             times.push(seconds);
         }
         println!("{replicas} replica(s): trials {times:.2?} s, ceilings {ceilings:.0?}/s");
+        let ceiling_seconds: f64 = ceilings.iter().map(|rate| RESOURCES as f64 / rate).sum();
+        let ceiling_cpu = ceiling_cpu.cores(ceiling_seconds, &commands);
+        let scheduler_cpu = scheduler_cpu.cores(times.iter().sum(), &commands);
         println!(
-            "{replicas} replica(s): cores used in the ceiling trials {ceiling_cpu:?}, in the scheduler trials {scheduler_cpu:?}"
+            "{replicas} replica(s): cores used in the ceiling trials: {ceiling_cpu}; in the scheduler trials: {scheduler_cpu}"
         );
-        let (ceiling_trial, scheduler_trial) = (median_index(&ceilings), median_index(&times));
-        let (ceiling, seconds) = (ceilings[ceiling_trial], times[scheduler_trial]);
+        let (ceiling, seconds) = (median(ceilings), median(times));
         let lag_p99 = schedulers
             .iter()
             .map(|r| quantile(&r.service.metrics.claim_lag, 0.99))
@@ -105,14 +106,8 @@ async fn main() -> anyhow::Result<()> {
         );
         result.insert(format!("ceiling_per_s_{replicas}"), ceiling.into());
         result.insert(format!("claim_lag_p99_s_{replicas}"), lag_p99.into());
-        result.insert(
-            format!("ceiling_cores_{replicas}"),
-            ceiling_cpu[ceiling_trial].clone().into(),
-        );
-        result.insert(
-            format!("scheduler_cores_{replicas}"),
-            scheduler_cpu[scheduler_trial].clone().into(),
-        );
+        result.insert(format!("ceiling_cores_{replicas}"), ceiling_cpu.into());
+        result.insert(format!("scheduler_cores_{replicas}"), scheduler_cpu.into());
         for r in schedulers {
             r.shutdown().await;
         }
@@ -187,8 +182,12 @@ async fn start_publisher(db: &TestDb) -> anyhow::Result<event_publisher::Running
 }
 
 /// Events/s of `Publish` calls of 500 reconcile events for every cluster, from `callers`
-/// concurrent clients.
-async fn publish_ceiling(url: &str, clusters: &[Uuid], callers: usize) -> anyhow::Result<f64> {
+/// concurrent clients, and the CPU used meanwhile.
+async fn publish_ceiling(
+    url: &str,
+    clusters: &[Uuid],
+    callers: usize,
+) -> anyhow::Result<(f64, cpu::Usage)> {
     let now = OffsetDateTime::now_utc();
     let events: Vec<ReconcileEvent> = clusters
         .iter()
@@ -222,7 +221,7 @@ async fn publish_ceiling(url: &str, clusters: &[Uuid], callers: usize) -> anyhow
             .await?;
         clients.push(client);
     }
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu::Usage::now());
     let mut tasks = Vec::new();
     for (part, mut client) in events.chunks(events.len().div_ceil(callers)).zip(clients) {
         let part = part.to_vec();
@@ -240,7 +239,8 @@ async fn publish_ceiling(url: &str, clusters: &[Uuid], callers: usize) -> anyhow
     for task in tasks {
         task.await??;
     }
-    Ok(events.len() as f64 / started.elapsed().as_secs_f64())
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((events.len() as f64 / seconds, cpu::Usage::now().since(&cpu)))
 }
 
 /// Moves every schedule row's due time to `now() + offset` (one statement).
@@ -266,11 +266,9 @@ async fn reset(db: &TestDb) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The index of the median of `values` (the upper one of an even count).
-fn median_index(values: &[f64]) -> usize {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
-    order[order.len() / 2]
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Starts `replicas` schedulers with nothing due.
@@ -300,11 +298,11 @@ async fn start_schedulers(
 }
 
 /// Makes every resource due at once while the schedulers poll an empty schedule, and returns
-/// the seconds until they had emitted an event for each.
+/// the seconds until they had emitted an event for each, and the CPU used meanwhile.
 async fn all_due_at_once(
     db: &TestDb,
     schedulers: &[reconcile_scheduler::Running],
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, cpu::Usage)> {
     // Every reason counts: only the first trial's events are `never_reconciled`.
     let emitted = || -> u64 {
         use prometheus::core::Collector as _;
@@ -324,7 +322,7 @@ async fn all_due_at_once(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = emitted();
     due_in(db, "0 seconds").await?;
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu::Usage::now());
     loop {
         let total = emitted() - before;
         if total >= RESOURCES as u64 {
@@ -336,7 +334,8 @@ async fn all_due_at_once(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(started.elapsed().as_secs_f64())
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((seconds, cpu::Usage::now().since(&cpu)))
 }
 
 /// The upper bucket bound below which `q` of the histogram's observations fall.
