@@ -164,7 +164,7 @@ async fn hold_every_shard(db: &TestDb) -> anyhow::Result<cls_storage::AsyncPgCon
 async fn start_publisher(db: &TestDb) -> anyhow::Result<event_publisher::Running> {
     let vars: HashMap<String, String> = [
         ("DATABASE_URL", db.url()),
-        // Nothing listens there: the relay backs off, the gRPC side is what is measured.
+        // Nothing listens there; the relay holds no shard anyway (`hold_every_shard`).
         ("PUBSUB_EMULATOR_HOST", "127.0.0.1:9"),
         ("GOOGLE_CLOUD_PROJECT", "bench"),
         ("PUBLISH_BACKOFF_INITIAL", "5s"),
@@ -254,8 +254,8 @@ async fn due_in(db: &TestDb, offset: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The state every trial starts from: nothing due for an hour, an empty outbox (the relay,
-/// pointed at an unreachable Pub/Sub, keeps retrying what is there), the database vacuumed.
+/// The state every trial starts from: nothing due for an hour, an empty outbox (so that no
+/// trial inserts into indexes the earlier ones grew), the database vacuumed.
 async fn reset(db: &TestDb) -> anyhow::Result<()> {
     use diesel_async::RunQueryDsl as _;
     due_in(db, "1 hour").await?;
