@@ -71,6 +71,13 @@ impl Usage {
     }
 }
 
+/// This process's command name (as [`Usage`] groups it), e.g. `relay_bench`.
+pub fn own_command() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// The busy ticks of a `/proc/stat` `cpu` line: all but idle and iowait.
 fn busy_ticks(line: &str) -> u64 {
     let fields: Vec<u64> = line
@@ -133,10 +140,9 @@ mod tests {
         while started.elapsed() < std::time::Duration::from_millis(300) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
-        let command = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
         let report = Usage::now()
             .since(&before)
-            .cores(0.3, &[(command.trim(), "me")]);
+            .cores(0.3, &[(own_command().as_str(), "me")]);
         let mine: f64 = report
             .rsplit(' ')
             .next()

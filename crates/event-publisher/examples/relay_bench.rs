@@ -273,7 +273,7 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
             &[
                 ("postgres", "postgres"),
                 ("java", "emulator"),
-                ("relay_bench", "relay and driver"),
+                (cpu::own_command().as_str(), "relay and driver"),
             ],
         );
         println!("relay, {replicas} replica(s), cores used while draining: {cores}");

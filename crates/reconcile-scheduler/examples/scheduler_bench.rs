@@ -68,10 +68,10 @@ async fn main() -> anyhow::Result<()> {
         let (mut ceilings, mut times) = (Vec::new(), Vec::new());
         // Summed over the trials: one lasts a fraction of a second, and ticks are sampled.
         let (mut ceiling_cpu, mut scheduler_cpu) = (cpu::Usage::default(), cpu::Usage::default());
-        let bench = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+        let bench = cpu::own_command();
         let commands = [
             ("postgres", "postgres"),
-            (bench.trim(), "services and driver"),
+            (bench.as_str(), "services and driver"),
         ];
         for _ in 0..TRIALS {
             reset(&db).await?;
