@@ -255,7 +255,8 @@ pub async fn mark_published(
     .await?)
 }
 
-/// Records a failed publish attempt; the rows stay pending and keep their place.
+/// Records a failed publish attempt on the given rows (the relay passes each paused cluster's
+/// oldest row); they stay pending and keep their place.
 pub async fn record_failure(
     conn: &mut AsyncPgConnection,
     ids: &[Uuid],

@@ -11,8 +11,10 @@
 //!   cluster), publishes them grouped by topic in one request each, waits for Pub/Sub's
 //!   acknowledgement, then marks them published. A failed publish pauses only the ordering
 //!   keys (clusters) in the failed request, with jittered exponential backoff; their later
-//!   rows wait, other clusters go on. A request rejected as invalid is retried message by
-//!   message, and a message rejected on its own is dead-lettered with the error.
+//!   rows wait, other clusters go on. The failure (`attempts`, `last_error`) is recorded on
+//!   each paused cluster's oldest row only, the one that holds it up. A request rejected as
+//!   invalid is retried message by message, and a message rejected on its own is dead-lettered
+//!   with the error.
 //! - **Wake-ups.** A `LISTEN` connection turns commit notifications into per-shard wake-ups
 //!   within milliseconds; workers also poll every `poll_interval`, and after the listener
 //!   reconnects every shard is woken, so a missed notification costs at most one poll.
@@ -534,11 +536,19 @@ async fn settle(shared: &Shared, outcome: Outcome, paused: &mut HashMap<String, 
     for (_, key, _, _) in &outcome.published {
         paused.remove(key);
     }
+    // Each paused cluster's oldest row of the request (its ids are in `seq` order), by error:
+    // that row holds the cluster up, and its later rows wait behind it. Recording the failure
+    // on every row of the request would rewrite up to a batch of rows per shard on every retry
+    // while Pub/Sub is down.
+    let mut heads: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
     for (key, error, ids, topic) in outcome.failed {
         metrics
             .failed
             .with_label_values(&[topic.as_str()])
             .inc_by(ids.len() as u64);
+        if let Some(head) = ids.first() {
+            heads.entry(error.clone()).or_default().push(*head);
+        }
         let attempts = paused.get(&key).map_or(0, |p| p.attempts) + 1;
         let delay = shared.settings.backoff.delay(attempts);
         tracing::warn!(ordering_key = %key, attempts, retry_in = ?delay, %error, "publish failed");
@@ -549,7 +559,9 @@ async fn settle(shared: &Shared, outcome: Outcome, paused: &mut HashMap<String, 
                 attempts,
             },
         );
-        if let Some(conn) = conn.as_mut() {
+    }
+    if let Some(conn) = conn.as_mut() {
+        for (error, ids) in heads {
             let _ = outbox::record_failure(conn, &ids, &error).await;
         }
     }

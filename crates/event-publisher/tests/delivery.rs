@@ -385,6 +385,30 @@ async fn starts_while_pubsub_is_unreachable_and_delivers_once_it_is_back() {
     assert!(body.contains("pubsub"), "{body}");
     let mut conn = db.conn().await;
     assert_eq!(outbox::backlog(&mut conn).await.unwrap().pending, 5, "kept");
+    // The failures are recorded on the row that holds the cluster up, not on every row that
+    // waits behind it (each retry would rewrite them all while Pub/Sub is down).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = outbox::pending(&mut conn, 10).await.unwrap();
+        if rows[0].attempts >= 2 {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second failed attempt recorded: {:?}",
+            rows.iter().map(|r| r.attempts).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(rows[0].last_error.is_some(), "the error is kept with it");
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.attempts, r.last_error.is_some()))
+            .skip(1)
+            .collect::<Vec<_>>(),
+        vec![(0, false); 4],
+        "the rows behind the first were not rewritten"
+    );
 
     // The subscriber is set up on the emulator directly, then Pub/Sub "comes back".
     let mut subscriber = Subscriber::connect(&emulator.host()).await;
