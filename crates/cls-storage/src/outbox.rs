@@ -16,6 +16,50 @@ use crate::prepared::{Binds, Sql, sql};
 use crate::rows::Count;
 use crate::schema::outbox;
 
+/// An outbox row state written into the statement's text as a constant, never bound.
+///
+/// The outbox's partial indexes (`outbox_pending`, `outbox_published`, `outbox_dead`) are
+/// defined by a state. A plan made for `state = $1` must hold for any state, so it cannot use
+/// them; with the state as a constant every plan can. Statements that bind the state rely on
+/// Postgres choosing a custom plan each time, which a cached generic plan (or an operator's
+/// `plan_cache_mode = force_generic_plan`) does not give: the relay's read would then walk every
+/// published row kept for the retention period. The type has a static query id, so diesel-async
+/// still caches the statements that use it.
+mod state {
+    use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
+    use diesel::pg::Pg;
+    use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+    use diesel::sql_types::Text;
+
+    macro_rules! states {
+        ($($name:ident = $sql:literal,)*) => {$(
+            #[derive(Debug, Clone, Copy, QueryId, ValidGrouping)]
+            pub(super) struct $name;
+
+            impl Expression for $name {
+                type SqlType = Text;
+            }
+
+            impl<QS> AppearsOnTable<QS> for $name {}
+
+            impl<QS> SelectableExpression<QS> for $name {}
+
+            impl QueryFragment<Pg> for $name {
+                fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+                    out.push_sql($sql);
+                    Ok(())
+                }
+            }
+        )*};
+    }
+
+    states! {
+        Pending = "'pending'",
+        Published = "'published'",
+        Dead = "'dead'",
+    }
+}
+
 /// The advisory lock class that serialises outbox writers per cluster ("CLSO").
 const OUTBOX_LOCK_CLASS: i32 = 0x434c_534f;
 
@@ -158,7 +202,7 @@ pub async fn pending(
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StorageError> {
     Ok(outbox::table
-        .filter(outbox::state.eq("pending"))
+        .filter(outbox::state.eq(state::Pending))
         .order(outbox::seq.asc())
         .limit(limit)
         .select(OutboxRow::as_select())
@@ -225,7 +269,7 @@ pub async fn pending_in_shard_except(
 ) -> Result<Vec<OutboxRow>, StorageError> {
     let mut query = outbox::table
         .filter(outbox::shard.eq(shard))
-        .filter(outbox::state.eq("pending"))
+        .filter(outbox::state.eq(state::Pending))
         .order(outbox::seq.asc())
         .limit(limit)
         .select(OutboxRow::as_select())
@@ -245,7 +289,7 @@ pub async fn mark_published(
     Ok(diesel::update(
         outbox::table
             .filter(outbox::id.eq_any(ids))
-            .filter(outbox::state.eq("pending")),
+            .filter(outbox::state.eq(state::Pending)),
     )
     .set((
         outbox::state.eq("published"),
@@ -265,7 +309,7 @@ pub async fn record_failure(
     diesel::update(
         outbox::table
             .filter(outbox::id.eq_any(ids))
-            .filter(outbox::state.eq("pending")),
+            .filter(outbox::state.eq(state::Pending)),
     )
     .set((
         outbox::attempts.eq(outbox::attempts + 1),
@@ -286,7 +330,7 @@ pub async fn dead_letter(
     let updated = diesel::update(
         outbox::table
             .filter(outbox::id.eq(id))
-            .filter(outbox::state.eq("pending")),
+            .filter(outbox::state.eq(state::Pending)),
     )
     .set((
         outbox::state.eq("dead"),
@@ -305,7 +349,7 @@ pub async fn prune_published(
     batch: i64,
 ) -> Result<usize, StorageError> {
     let old: Vec<i64> = outbox::table
-        .filter(outbox::state.eq("published"))
+        .filter(outbox::state.eq(state::Published))
         .filter(outbox::published_at.lt(before))
         .order(outbox::published_at.asc())
         .limit(batch)
@@ -315,7 +359,7 @@ pub async fn prune_published(
     Ok(diesel::delete(
         outbox::table
             .filter(outbox::seq.eq_any(old))
-            .filter(outbox::state.eq("published")),
+            .filter(outbox::state.eq(state::Published)),
     )
     .execute(conn)
     .await?)
@@ -332,19 +376,19 @@ pub struct Backlog {
 pub async fn backlog(conn: &mut AsyncPgConnection) -> Result<Backlog, StorageError> {
     use diesel::dsl::{count_star, min};
     let (pending, oldest_pending): (i64, Option<OffsetDateTime>) = outbox::table
-        .filter(outbox::state.eq("pending"))
+        .filter(outbox::state.eq(state::Pending))
         .select((count_star(), min(outbox::created_at)))
         .get_result(conn)
         .await?;
-    // The state is written into the statement, not bound: a plan for `state = $1` has to
-    // hold for any state, so it could not use the partial index `outbox_dead`.
-    let dead: Count = sql("SELECT count(*) AS n FROM outbox WHERE state = 'dead'")
+    let dead: i64 = outbox::table
+        .filter(outbox::state.eq(state::Dead))
+        .count()
         .get_result(conn)
         .await?;
     Ok(Backlog {
         pending,
         oldest_pending,
-        dead: dead.n,
+        dead,
     })
 }
 
