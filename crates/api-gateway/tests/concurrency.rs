@@ -149,18 +149,18 @@ async fn idempotent_retries_make_one_resource_and_one_event() {
 
     // Same key, different body: 422. Same key, other caller: a separate scope.
     let (status, body) = app
-        .read_with_key("/api/v1/clusters", ALICE, "retry-42", &cli_cluster("other"))
+        .post_with_key("/api/v1/clusters", ALICE, "retry-42", &cli_cluster("other"))
         .await;
     assert_problem(status, &body, 422, "IDEMPOTENCY_KEY_REUSED");
     let (status, body) = app
-        .read_with_key("/api/v1/clusters", BOB, "retry-42", &cli_cluster("idem"))
+        .post_with_key("/api/v1/clusters", BOB, "retry-42", &cli_cluster("idem"))
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["created_by"], BOB);
     // Nodepools too.
     let cluster_id = responses[0].3["id"].as_str().unwrap();
     let first = app
-        .read_with_key(
+        .post_with_key(
             "/api/v1/nodepools",
             ALICE,
             "np-1",
@@ -168,7 +168,7 @@ async fn idempotent_retries_make_one_resource_and_one_event() {
         )
         .await;
     let second = app
-        .read_with_key(
+        .post_with_key(
             "/api/v1/nodepools",
             ALICE,
             "np-1",
@@ -183,7 +183,7 @@ async fn idempotent_retries_make_one_resource_and_one_event() {
     );
     // A bad key is refused.
     let (status, body) = app
-        .read_with_key("/api/v1/clusters", ALICE, "", &cli_cluster("k"))
+        .post_with_key("/api/v1/clusters", ALICE, "", &cli_cluster("k"))
         .await;
     assert_problem(status, &body, 400, "VALIDATION_FAILED");
 }
@@ -205,7 +205,7 @@ async fn expired_idempotency_records_are_pruned_in_the_background() {
             .unwrap()
     };
     let (status, _) = app
-        .read_with_key("/api/v1/clusters", ALICE, "short-lived", &cli_cluster("a"))
+        .post_with_key("/api/v1/clusters", ALICE, "short-lived", &cli_cluster("a"))
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(records().await, ["short-lived"]);
@@ -226,36 +226,6 @@ async fn expired_idempotency_records_are_pruned_in_the_background() {
             .any(|l| l == "idempotency_keys_pruned_total 1"),
         "{metrics}"
     );
-}
-
-trait KeyedPost {
-    async fn read_with_key(
-        &self,
-        path: &str,
-        who: &str,
-        key: &str,
-        body: &Value,
-    ) -> (StatusCode, Value);
-}
-
-impl KeyedPost for TestApp {
-    async fn read_with_key(
-        &self,
-        path: &str,
-        who: &str,
-        key: &str,
-        body: &Value,
-    ) -> (StatusCode, Value) {
-        read(
-            self.request(Method::POST, path, Some(who))
-                .header("Idempotency-Key", key)
-                .json(body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -264,3 +264,120 @@ async fn unchanged_or_failed_changes_leave_no_events() {
         ["cluster.created", "cluster.updated"]
     );
 }
+
+/// The next wake-up the relay would hear, as its shards; `None` if none comes within `wait`.
+async fn next_wake(
+    notifications: &mut (
+             impl futures_util::Stream<Item = Result<diesel::pg::PgNotification, diesel::result::Error>>
+             + Unpin
+         ),
+    wait: std::time::Duration,
+) -> Option<Vec<i16>> {
+    use futures_util::StreamExt as _;
+    let note = tokio::time::timeout(wait, notifications.next())
+        .await
+        .ok()?;
+    let note = note.unwrap().unwrap();
+    assert_eq!(note.channel, cls_storage::outbox::NOTIFY_CHANNEL);
+    Some(cls_storage::outbox::notified_shards(&note.payload).collect())
+}
+
+/// Every change that writes an event wakes the event-publisher's worker for the event's shard
+/// once it has committed (the cluster's shard, for its nodepools too), and nothing else does:
+/// not an unchanged spec, a rejected request or a replayed idempotent create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_that_writes_an_event_wakes_the_relay_for_its_shard() {
+    let app = TestApp::spawn().await;
+    let mut listener = app.db.conn().await;
+    cls_storage::outbox::listen(&mut listener).await.unwrap();
+    let mut notifications = std::pin::pin!(listener.notifications_stream());
+    let soon = std::time::Duration::from_secs(5);
+    let quiet = std::time::Duration::from_millis(300);
+
+    let (status, cluster) = app
+        .post_with_key("/api/v1/clusters", ALICE, "wake-1", &cli_cluster("c1"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{cluster}");
+    let id = cluster["id"].as_str().unwrap();
+    let shard = vec![cls_domain::event::outbox_shard(id.parse().unwrap())];
+    assert_eq!(
+        next_wake(&mut notifications, soon).await,
+        Some(shard.clone())
+    );
+    let (status, _) = app
+        .post_with_key("/api/v1/clusters", ALICE, "wake-1", &cli_cluster("c1"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = app
+        .post("/api/v1/clusters", ALICE, &cli_cluster("c1"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = app
+        .put(
+            &format!("/api/v1/clusters/{id}"),
+            ALICE,
+            &json!({"spec": cluster["spec"], "labels": {"a": "b"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(next_wake(&mut notifications, quiet).await, None);
+
+    let mut spec = cluster["spec"].clone();
+    spec["infraID"] = json!("infra-new");
+    let (status, _) = app
+        .put(
+            &format!("/api/v1/clusters/{id}"),
+            ALICE,
+            &json!({"spec": spec}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        next_wake(&mut notifications, soon).await,
+        Some(shard.clone())
+    );
+
+    let nodepool = app.create_nodepool(ALICE, id, "np1").await;
+    assert_eq!(
+        next_wake(&mut notifications, soon).await,
+        Some(shard.clone())
+    );
+    let np = nodepool["id"].as_str().unwrap();
+    let mut np_spec = nodepool["spec"].clone();
+    np_spec["replicas"] = json!(5);
+    let (status, body) = app
+        .put(
+            &format!("/api/v1/nodepools/{np}"),
+            ALICE,
+            &json!({"spec": np_spec}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        next_wake(&mut notifications, soon).await,
+        Some(shard.clone())
+    );
+    let (status, _) = app.delete(&format!("/api/v1/nodepools/{np}"), ALICE).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        next_wake(&mut notifications, soon).await,
+        Some(shard.clone())
+    );
+    let (status, _) = app
+        .delete(&format!("/api/v1/clusters/{id}?force=true"), ALICE)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(next_wake(&mut notifications, soon).await, Some(shard));
+    assert_eq!(next_wake(&mut notifications, quiet).await, None);
+    assert_eq!(
+        app.outbox_types().await,
+        [
+            "cluster.created",
+            "cluster.updated",
+            "nodepool.created",
+            "nodepool.updated",
+            "nodepool.deleted",
+            "cluster.deleted"
+        ]
+    );
+}

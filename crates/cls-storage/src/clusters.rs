@@ -36,10 +36,13 @@ pub async fn create(
     id: Uuid,
     now: OffsetDateTime,
 ) -> Result<Cluster, StorageError> {
-    create_announced(conn, created_by, new, id, now, &[]).await
+    create_announced(conn, created_by, new, id, now, &[])
+        .await
+        .map(|(created, _)| created)
 }
 
-/// [`create`], writing `events` (the cluster's creation event) to the outbox with it.
+/// [`create`], writing `events` (the cluster's creation event) to the outbox with it; pass the
+/// returned [`outbox::Written`] to [`outbox::wake`] once it has committed.
 ///
 /// One statement, so one round trip and atomic without a transaction of the caller's: the
 /// cluster, its schedule row and its events are inserted by data-modifying CTEs. The events
@@ -58,7 +61,7 @@ pub async fn create_announced(
     id: Uuid,
     now: OffsetDateTime,
     events: &[Envelope],
-) -> Result<Cluster, StorageError> {
+) -> Result<(Cluster, outbox::Written), StorageError> {
     static STATEMENT: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH cluster AS (
@@ -95,7 +98,7 @@ pub async fn create_announced(
         .get_result(conn)
         .await
         .map_err(|e| StorageError::on_create(e, NAME_INDEX, "cluster", &new.name))?;
-    row.into_domain()
+    Ok((row.into_domain()?, outbox::Written::of(events)))
 }
 
 /// The columns of [`ClusterRow`], for hand-written statements.

@@ -38,12 +38,15 @@ pub async fn create(
     id: Uuid,
     now: OffsetDateTime,
 ) -> Result<NodePool, StorageError> {
-    create_announced(conn, cluster, created_by, new, id, now, &[]).await
+    create_announced(conn, cluster, created_by, new, id, now, &[])
+        .await
+        .map(|(created, _)| created)
 }
 
 /// [`create`], writing `events` (the nodepool's creation event) to the outbox with it, in one
 /// statement: data-modifying CTEs insert the nodepool, its schedule row and its events, which
-/// take the cluster's outbox lock first, as [`crate::outbox::insert`] does.
+/// take the cluster's outbox lock first, as [`crate::outbox::insert`] does. Pass the returned
+/// [`outbox::Written`] to [`outbox::wake`] once the caller's transaction has committed.
 #[tracing::instrument(
     name = "INSERT nodepools",
     level = "info",
@@ -58,7 +61,7 @@ pub async fn create_announced(
     id: Uuid,
     now: OffsetDateTime,
     events: &[Envelope],
-) -> Result<NodePool, StorageError> {
+) -> Result<(NodePool, outbox::Written), StorageError> {
     static STATEMENT: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH {locks}, nodepool AS (
@@ -96,7 +99,7 @@ pub async fn create_announced(
         .get_result(conn)
         .await
         .map_err(|e| StorageError::on_create(e, NAME_INDEX, "nodepool", &new.name))?;
-    row.into_domain()
+    Ok((row.into_domain()?, outbox::Written::of(events)))
 }
 
 /// The columns of [`NodePoolRow`], for hand-written statements.

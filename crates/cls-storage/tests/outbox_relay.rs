@@ -61,7 +61,7 @@ async fn rows_are_read_per_shard_in_order_and_leave_when_published() {
     let (a, b) = two_clusters();
     let a_events: Vec<Envelope> = (1..=5).map(|g| event(a, g)).collect();
     for (i, envelope) in a_events.iter().enumerate() {
-        outbox::insert(&mut conn, &[envelope.clone(), event(b, i as i64 + 1)])
+        let _ = outbox::insert(&mut conn, &[envelope.clone(), event(b, i as i64 + 1)])
             .await
             .unwrap();
     }
@@ -106,7 +106,7 @@ async fn failures_keep_rows_pending_and_dead_letters_are_kept() {
     let mut conn = db.conn().await;
     let cluster = Uuid::now_v7();
     let (first, second) = (event(cluster, 1), event(cluster, 2));
-    outbox::insert(&mut conn, &[first.clone(), second.clone()])
+    let _ = outbox::insert(&mut conn, &[first.clone(), second.clone()])
         .await
         .unwrap();
     let shard = outbox_shard(cluster);
@@ -157,7 +157,7 @@ async fn pruning_removes_only_old_published_rows_in_batches() {
     let mut conn = db.conn().await;
     let cluster = Uuid::now_v7();
     let events: Vec<Envelope> = (1..=5).map(|g| event(cluster, g)).collect();
-    outbox::insert(&mut conn, &events).await.unwrap();
+    let _ = outbox::insert(&mut conn, &events).await.unwrap();
     let long_ago = OffsetDateTime::now_utc() - Duration::days(8);
     let ids: Vec<Uuid> = events[..4].iter().map(|e| e.id).collect();
     outbox::mark_published(&mut conn, &ids[..3], long_ago)
@@ -197,9 +197,9 @@ async fn paused_keys_are_skipped_and_resubmitted_events_are_written_once() {
         .unwrap();
     let shard = outbox_shard(a);
     let events = [event(a, 1), event(b, 1), event(a, 2)];
-    outbox::insert(&mut conn, &events).await.unwrap();
+    let _ = outbox::insert(&mut conn, &events).await.unwrap();
     // A retried submission of the same events (same ids) adds nothing.
-    outbox::insert(&mut conn, &events).await.unwrap();
+    let _ = outbox::insert(&mut conn, &events).await.unwrap();
     assert_eq!(
         outbox::pending_in_shard(&mut conn, shard, 10)
             .await
@@ -238,33 +238,64 @@ async fn replicas_are_counted_per_database_and_leave_with_their_session() {
     }
 }
 
+/// Writers wake the relay after their commit: the insert itself notifies nobody, `wake`
+/// names the shards the insert actually wrote to, and it leaves the writer's connection
+/// durable (its `synchronous_commit` off lasts only for the notification's own transaction).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commits_notify_the_shards_they_wrote_to() {
+async fn a_woken_relay_hears_the_shards_a_committed_write_put_events_in() {
     use futures_util::StreamExt as _;
     let db = TestDb::new().await;
     let mut listener = db.conn().await;
     outbox::listen(&mut listener).await.unwrap();
     let mut conn = db.conn().await;
+    // (The test cluster runs with synchronous_commit off; a production writer has it on.)
+    {
+        use diesel_async::RunQueryDsl as _;
+        diesel::sql_query("SET synchronous_commit = on")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
     let (a, b) = two_clusters();
     let first = [event(a, 1), event(b, 1), event(a, 2)];
-    outbox::insert(&mut conn, &first).await.unwrap();
+    let written = outbox::insert(&mut conn, &first).await.unwrap();
+    let mut expected = vec![outbox_shard(a), outbox_shard(b)];
+    expected.sort_unstable();
+    assert_eq!(written.shards().collect::<Vec<_>>(), expected);
     let mut stream = std::pin::pin!(listener.notifications_stream());
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), stream.next()).await;
+    assert!(early.is_err(), "the insert notified: {early:?}");
+
+    outbox::wake(&mut conn, written).await;
     let note = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
         .await
         .expect("a notification within 5 s")
         .unwrap()
         .unwrap();
     assert_eq!(note.channel, outbox::NOTIFY_CHANNEL);
-    let mut shards: Vec<i16> = outbox::notified_shards(&note.payload).collect();
-    shards.sort_unstable();
-    let mut expected = vec![outbox_shard(a), outbox_shard(b)];
-    expected.sort_unstable();
-    assert_eq!(shards, expected);
+    assert_eq!(
+        outbox::notified_shards(&note.payload).collect::<Vec<_>>(),
+        expected
+    );
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        synchronous_commit: String,
+    }
+    use diesel_async::RunQueryDsl as _;
+    let setting: Setting = diesel::sql_query("SHOW synchronous_commit")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(setting.synchronous_commit, "on");
 
-    // A statement that inserts nothing (every event already there) notifies nobody: the next
+    // An insert that writes nothing (every event already there) wakes nobody: the next
     // notification is the next insert's, naming only its shard.
-    outbox::insert(&mut conn, &first).await.unwrap();
-    outbox::insert(&mut conn, &[event(b, 2)]).await.unwrap();
+    let nothing = outbox::insert(&mut conn, &first).await.unwrap();
+    assert!(nothing.is_empty());
+    outbox::wake(&mut conn, nothing).await;
+    let written = outbox::insert(&mut conn, &[event(b, 2)]).await.unwrap();
+    outbox::wake(&mut conn, written).await;
     let note = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
         .await
         .expect("a notification within 5 s")

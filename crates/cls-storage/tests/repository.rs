@@ -408,7 +408,7 @@ async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
     let mut conn = db.conn().await;
     let id = Uuid::now_v7();
     let event = created_event(id);
-    let created = clusters::create_announced(
+    let (created, written) = clusters::create_announced(
         &mut conn,
         "alice@example.com",
         &new_cluster("c1"),
@@ -418,6 +418,7 @@ async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
     )
     .await
     .unwrap();
+    assert_eq!(written.shards().collect::<Vec<_>>(), [event.shard]);
     assert_eq!(created.id, id);
     assert_eq!(created.generation, 1);
     assert_eq!(
@@ -491,7 +492,7 @@ async fn a_nodepool_is_created_with_its_schedule_and_event_after_the_clusters_ea
     let mut conn = db.conn().await;
     let cluster = create_cluster(&mut conn, &alice(), "c1").await;
     let first = created_event(cluster.id);
-    outbox::insert(&mut conn, std::slice::from_ref(&first))
+    let _ = outbox::insert(&mut conn, std::slice::from_ref(&first))
         .await
         .unwrap();
 
@@ -501,7 +502,7 @@ async fn a_nodepool_is_created_with_its_schedule_and_event_after_the_clusters_ea
         .await
         .unwrap();
     let concurrent = created_event(cluster.id);
-    outbox::insert(&mut other, std::slice::from_ref(&concurrent))
+    let _ = outbox::insert(&mut other, std::slice::from_ref(&concurrent))
         .await
         .unwrap();
 
@@ -534,7 +535,8 @@ async fn a_nodepool_is_created_with_its_schedule_and_event_after_the_clusters_ea
     AnsiTransactionManager::commit_transaction(&mut other)
         .await
         .unwrap();
-    let nodepool = creating.await.unwrap().unwrap();
+    let (nodepool, written) = creating.await.unwrap().unwrap();
+    assert_eq!(written.shards().collect::<Vec<_>>(), [event.shard]);
     assert_eq!(
         (nodepool.id, nodepool.cluster_id, nodepool.generation),
         (id, cluster.id, 1)
@@ -1097,12 +1099,14 @@ async fn outbox_rows_commit_with_the_change_and_vanish_with_a_rollback() {
     // Committed: the cluster and its event.
     let id = Uuid::now_v7();
     let envelope = created_event(id);
-    conn.transaction::<_, StorageError, _>(async |conn| {
-        clusters::create(conn, "alice@example.com", &new_cluster("c1"), id, now()).await?;
-        outbox::insert(conn, std::slice::from_ref(&envelope)).await
-    })
-    .await
-    .unwrap();
+    let written = conn
+        .transaction::<_, StorageError, _>(async |conn| {
+            clusters::create(conn, "alice@example.com", &new_cluster("c1"), id, now()).await?;
+            outbox::insert(conn, std::slice::from_ref(&envelope)).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(written.shards().collect::<Vec<_>>(), [envelope.shard]);
     let rows = outbox::pending(&mut conn, 100).await.unwrap();
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
@@ -1131,7 +1135,7 @@ async fn outbox_rows_commit_with_the_change_and_vanish_with_a_rollback() {
     let result = conn
         .transaction::<(), StorageError, _>(async |conn| {
             clusters::create(conn, "alice@example.com", &new_cluster("c2"), id2, now()).await?;
-            outbox::insert(conn, &[created_event(id2)]).await?;
+            let _ = outbox::insert(conn, &[created_event(id2)]).await?;
             Err(StorageError::NotFound)
         })
         .await;
@@ -1148,7 +1152,7 @@ async fn outbox_rows_commit_with_the_change_and_vanish_with_a_rollback() {
     let result = conn
         .transaction::<(), StorageError, _>(async |conn| {
             let id3 = Uuid::now_v7();
-            outbox::insert(conn, &[created_event(id3)]).await?;
+            let _ = outbox::insert(conn, &[created_event(id3)]).await?;
             clusters::create(conn, "alice@example.com", &new_cluster("c1"), id3, now()).await?;
             Ok(())
         })
@@ -1175,7 +1179,7 @@ async fn outbox_order_per_cluster_is_commit_order() {
             let envelope = created_event(cluster_id);
             let id = envelope.id;
             conn.transaction::<_, StorageError, _>(async |conn| {
-                outbox::insert(conn, &[envelope]).await?;
+                let _ = outbox::insert(conn, &[envelope]).await?;
                 tokio::time::sleep(std::time::Duration::from_millis(5 * (8 - i))).await;
                 // Recorded while still holding the lock, so the order is the commit order.
                 commits.lock().await.push(id);

@@ -182,13 +182,12 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
             for i in 0..total / writers {
                 tick.tick().await;
                 let e = event(clusters[(i * writers + w) % CLUSTERS], i as i64 + 1);
-                outbox::insert(&mut conn, std::slice::from_ref(&e))
+                let written = outbox::insert(&mut conn, std::slice::from_ref(&e))
                     .await
                     .unwrap();
-                committed
-                    .lock()
-                    .unwrap()
-                    .insert(e.id.to_string(), Instant::now());
+                let at = Instant::now();
+                outbox::wake(&mut conn, written).await;
+                committed.lock().unwrap().insert(e.id.to_string(), at);
             }
         }));
     }
@@ -235,19 +234,22 @@ async fn run(url: &str, port: &str, host: &str) -> anyhow::Result<serde_json::Va
         let backlog = events(BACKLOG);
         let mut conn = cls_storage::connect(url).await?;
         use diesel_async::AsyncConnection as _;
-        conn.transaction(async |conn| {
-            for chunk in backlog.chunks(1000) {
-                outbox::insert(conn, chunk).await?;
-            }
-            Ok::<_, cls_storage::StorageError>(())
-        })
-        .await?;
+        let written = conn
+            .transaction(async |conn| {
+                let mut written = outbox::Written::default();
+                for chunk in backlog.chunks(1000) {
+                    written = written.and(outbox::insert(conn, chunk).await?);
+                }
+                Ok::<_, cls_storage::StorageError>(written)
+            })
+            .await?;
         // From the commit: the relays see the rows from here on. Watched through the relays'
         // own counters, not the database: counting the backlog every 10 ms kept Postgres busy
         // on the cores being measured (each call counts the pending rows, and until the
         // `outbox_dead` index it read the whole table for dead letters).
         let started = Instant::now();
         let cpu_before = cpu::Usage::now();
+        outbox::wake(&mut conn, written).await;
         let published = || -> u64 {
             running
                 .iter()

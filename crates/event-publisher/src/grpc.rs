@@ -31,9 +31,11 @@ impl EventPublisher for PublishService {
         let envelopes: Vec<Envelope> = events.iter().map(|e| e.envelope()).collect();
         let written = async {
             let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            outbox::insert(&mut conn, &envelopes)
+            let written = outbox::insert(&mut conn, &envelopes)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            outbox::wake(&mut conn, written).await;
+            Ok::<_, String>(())
         }
         .await;
         if let Err(error) = written {

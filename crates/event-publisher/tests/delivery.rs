@@ -150,9 +150,10 @@ async fn concurrent_changes_to_five_clusters_arrive_in_commit_order() {
             tokio::spawn(async move {
                 let mut conn = cls_storage::connect(&url).await.unwrap();
                 for generation in 1..=50 {
-                    outbox::insert(&mut conn, &[cluster_event(cluster, generation)])
+                    let written = outbox::insert(&mut conn, &[cluster_event(cluster, generation)])
                         .await
                         .unwrap();
+                    outbox::wake(&mut conn, written).await;
                 }
             })
         })

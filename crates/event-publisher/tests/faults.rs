@@ -38,11 +38,13 @@ impl Writers {
                     loop {
                         let result = async {
                             let mut conn = cls_storage::connect(&url).await?;
-                            cls_storage::outbox::insert(
+                            let written = cls_storage::outbox::insert(
                                 &mut conn,
                                 &[cluster_event(cluster, generation)],
                             )
-                            .await
+                            .await?;
+                            cls_storage::outbox::wake(&mut conn, written).await;
+                            Ok::<_, cls_storage::StorageError>(())
                         }
                         .await;
                         if result.is_ok() {

@@ -129,35 +129,39 @@ pub(crate) async fn create_cluster(
             LifecycleAction::Created,
             now,
         );
-        let cluster =
+        let (cluster, written) =
             clusters::create_announced(conn, caller.email(), &new, id, now, &[event]).await?;
-        Ok::<_, ApiError>(StoredResponse {
+        let stored = StoredResponse {
             status: 201,
             body: serde_json::to_value(&cluster).map_err(|_| ApiError::internal())?,
             resource_id: Some(cluster.id),
-        })
+        };
+        Ok::<_, ApiError>((stored, written))
     };
-    let (response, fresh) = match &idempotent {
-        None => (insert(&mut conn).await?, true),
+    let (response, written) = match &idempotent {
+        None => insert(&mut conn).await?,
         Some(idempotent) => {
             conn.transaction::<_, ApiError, _>(async |conn| {
                 if let Some(stored) = idempotent
                     .claim(conn, caller.email(), now, state.idempotency_ttl)
                     .await?
                 {
-                    return Ok((stored, false));
+                    return Ok((stored, outbox::Written::default()));
                 }
-                let stored = insert(conn).await?;
+                let (stored, written) = insert(conn).await?;
                 idempotent.complete(conn, caller.email(), &stored).await?;
-                Ok((stored, true))
+                Ok((stored, written))
             })
             .await?
         }
     };
+    outbox::wake(&mut conn, written).await;
     // The schedule row committed with the cluster makes its first reconcile due at once; the
     // trigger records the creation with the scheduler (and carries the trace there). A replay
-    // created nothing, so it announces nothing.
-    if fresh && let Some(id) = response.resource_id {
+    // created nothing and wrote no event, so it wakes and announces nothing.
+    if !written.is_empty()
+        && let Some(id) = response.resource_id
+    {
         state
             .reconcile
             .fire(ResourceKind::Cluster, id, ReconcileReason::ClusterCreated);
@@ -222,7 +226,7 @@ pub(crate) async fn update_cluster(
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool().get().await?;
-    let (cluster, spec_changed) = conn
+    let (cluster, written) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let stored = clusters::lock_live(conn, &caller, id)
                 .await
@@ -237,7 +241,7 @@ pub(crate) async fn update_cluster(
             let updated = clusters::update(conn, &caller, id, &change, None, now)
                 .await
                 .map_err(ApiError::from_cluster_storage)?;
-            if updated.spec_changed {
+            let written = if updated.spec_changed {
                 outbox::insert(
                     conn,
                     &[cluster_event(
@@ -246,12 +250,15 @@ pub(crate) async fn update_cluster(
                         now,
                     )],
                 )
-                .await?;
-            }
-            Ok((updated.resource, updated.spec_changed))
+                .await?
+            } else {
+                outbox::Written::default()
+            };
+            Ok((updated.resource, written))
         })
         .await?;
-    if spec_changed {
+    outbox::wake(&mut conn, written).await;
+    if !written.is_empty() {
         state
             .reconcile
             .fire(ResourceKind::Cluster, id, ReconcileReason::SpecChange);
@@ -280,7 +287,7 @@ pub(crate) async fn delete_cluster(
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool().get().await?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
+    let written = conn.transaction::<_, ApiError, _>(async |conn| {
         let cluster = clusters::lock_live(conn, &caller, id).await.map_err(ApiError::from_cluster_storage)?;
         let phase = cluster.status.phase;
         if !force && !matches!(phase, Phase::Pending | Phase::Failed) {
@@ -298,10 +305,10 @@ pub(crate) async fn delete_cluster(
         events.extend(
             deleted.nodepools.iter().map(|np| super::nodepools::nodepool_event(np, LifecycleAction::Deleted, now)),
         );
-        outbox::insert(conn, &events).await?;
-        Ok(())
+        Ok(outbox::insert(conn, &events).await?)
     })
     .await?;
+    outbox::wake(&mut conn, written).await;
     Ok(HttpResponse::Accepted().json(DeleteClusterResponse {
         message: "cluster deletion initiated",
         cluster_id: id,

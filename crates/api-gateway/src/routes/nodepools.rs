@@ -167,14 +167,14 @@ pub(crate) async fn create_nodepool_in(
     let idempotent = Idempotent::from_request(req, body)?;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool().get().await?;
-    let response = conn
+    let (response, written) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             if let Some(idempotent) = &idempotent
                 && let Some(stored) = idempotent
                     .claim(conn, caller.email(), now, state.idempotency_ttl)
                     .await?
             {
-                return Ok(stored);
+                return Ok((stored, outbox::Written::default()));
             }
             let cluster = clusters::lock_live(conn, &caller, cluster_id)
                 .await
@@ -194,7 +194,7 @@ pub(crate) async fn create_nodepool_in(
                 LifecycleAction::Created,
                 now,
             );
-            let nodepool = nodepools::create_announced(
+            let (nodepool, written) = nodepools::create_announced(
                 conn,
                 &cluster,
                 caller.email(),
@@ -212,9 +212,10 @@ pub(crate) async fn create_nodepool_in(
             if let Some(idempotent) = &idempotent {
                 idempotent.complete(conn, caller.email(), &stored).await?;
             }
-            Ok(stored)
+            Ok((stored, written))
         })
         .await?;
+    outbox::wake(&mut conn, written).await;
     Ok(created("/api/v1/nodepools", &response))
 }
 
@@ -264,7 +265,7 @@ pub(crate) async fn update_nodepool(
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool().get().await?;
-    let (nodepool, spec_changed) = conn
+    let (nodepool, written) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let stored = nodepools::lock_live(conn, &caller, id)
                 .await
@@ -284,7 +285,7 @@ pub(crate) async fn update_nodepool(
             let updated = nodepools::update(conn, &caller, id, &change, None, now)
                 .await
                 .map_err(ApiError::from_nodepool_storage)?;
-            if updated.spec_changed {
+            let written = if updated.spec_changed {
                 outbox::insert(
                     conn,
                     &[nodepool_event(
@@ -293,12 +294,15 @@ pub(crate) async fn update_nodepool(
                         now,
                     )],
                 )
-                .await?;
-            }
-            Ok((updated.resource, updated.spec_changed))
+                .await?
+            } else {
+                outbox::Written::default()
+            };
+            Ok((updated.resource, written))
         })
         .await?;
-    if spec_changed {
+    outbox::wake(&mut conn, written).await;
+    if !written.is_empty() {
         state
             .reconcile
             .fire(ResourceKind::NodePool, id, ReconcileReason::SpecChange);
@@ -327,21 +331,22 @@ pub(crate) async fn delete_nodepool(
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool().get().await?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        nodepools::lock_live(conn, &caller, id)
-            .await
-            .map_err(ApiError::from_nodepool_storage)?;
-        let deleted = nodepools::mark_deleted(conn, id, now)
-            .await
-            .map_err(ApiError::from_nodepool_storage)?;
-        outbox::insert(
-            conn,
-            &[nodepool_event(&deleted, LifecycleAction::Deleted, now)],
-        )
+    let written = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            nodepools::lock_live(conn, &caller, id)
+                .await
+                .map_err(ApiError::from_nodepool_storage)?;
+            let deleted = nodepools::mark_deleted(conn, id, now)
+                .await
+                .map_err(ApiError::from_nodepool_storage)?;
+            Ok(outbox::insert(
+                conn,
+                &[nodepool_event(&deleted, LifecycleAction::Deleted, now)],
+            )
+            .await?)
+        })
         .await?;
-        Ok(())
-    })
-    .await?;
+    outbox::wake(&mut conn, written).await;
     Ok(HttpResponse::Accepted().json(DeleteNodePoolResponse {
         message: "nodepool deletion initiated",
         nodepool_id: id,

@@ -148,6 +148,25 @@ impl TestApp {
         self.call(Method::DELETE, path, Some(who), None).await
     }
 
+    /// A POST with an `Idempotency-Key`.
+    pub async fn post_with_key(
+        &self,
+        path: &str,
+        who: &str,
+        key: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        read(
+            self.request(Method::POST, path, Some(who))
+                .header("Idempotency-Key", key)
+                .json(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     /// Creates a cluster as `who` and returns it.
     pub async fn create_cluster(&self, who: &str, name: &str) -> Value {
         let (status, body) = self.post("/api/v1/clusters", who, &cli_cluster(name)).await;

@@ -81,10 +81,11 @@ pub async fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
     sample(&admin_get(addr, "/metrics").await.1, series)
 }
 
-/// Commits one event in its own transaction.
+/// Commits events in a transaction of their own and wakes the relay, as a writer does.
 pub async fn commit(db_url: &str, envelopes: &[Envelope]) {
     let mut conn = cls_storage::connect(db_url).await.unwrap();
-    outbox::insert(&mut conn, envelopes).await.unwrap();
+    let written = outbox::insert(&mut conn, envelopes).await.unwrap();
+    outbox::wake(&mut conn, written).await;
 }
 
 /// Per cluster, the generations in arrival order.
