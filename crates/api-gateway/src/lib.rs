@@ -48,6 +48,9 @@ pub struct AppState {
     pub status: PerWorker<StatusClient>,
     /// Reactive reconcile triggers to the reconcile-scheduler (fire-and-forget).
     pub reconcile: cls_rpc::client::ReconcileTriggers,
+    /// Wakes the event-publisher's relay after a change that wrote events has committed, off
+    /// the request's path, on a connection of the shared pool.
+    pub waker: cls_storage::outbox::Waker,
 }
 
 /// The gRPC client of the status-aggregator.
@@ -60,7 +63,8 @@ pub type StatusClient = cls_rpc::status::status_aggregator_client::StatusAggrega
 
 impl AppState {
     /// Builds the state: the pools (lazy: start-up does not need Postgres up) and the
-    /// authenticator (in jwt mode the JWKS must load).
+    /// authenticator (in jwt mode the JWKS must load). Call inside the Tokio runtime that is to
+    /// run the relay's waker.
     pub async fn build(config: &Config) -> anyhow::Result<AppState> {
         let pools = WorkerPools::new(
             &config.database_url,
@@ -84,6 +88,8 @@ impl AppState {
             config.peer_timeout,
             token,
         )?;
+        // On this thread `get` is the shared pool.
+        let waker = cls_storage::outbox::Waker::spawn(pools.get().clone());
         Ok(AppState {
             pools,
             auth,
@@ -95,6 +101,7 @@ impl AppState {
                 .unwrap_or(time::Duration::DAY),
             status,
             reconcile,
+            waker,
         })
     }
 

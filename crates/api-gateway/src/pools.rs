@@ -64,7 +64,7 @@ impl<T: Send + Sync> fmt::Debug for PerWorker<T> {
 
 /// The gateway's connection pools: `DATABASE_MAX_CONNECTIONS` split evenly over the HTTP
 /// workers, and a small shared pool for every other thread (the admin server's readiness
-/// checks, the idempotency clean-up).
+/// checks, the idempotency clean-up, the relay's wake-ups).
 #[derive(Debug)]
 pub struct WorkerPools {
     per_worker: u32,

@@ -122,8 +122,9 @@ async fn concurrent_requests_stay_within_database_max_connections() {
     .get_result(&mut conn)
     .await
     .unwrap();
-    // The idempotency clean-up, which runs at start-up, uses the small shared pool; the
-    // requests, spread over both workers, use theirs (the shared pool alone has two).
+    // The idempotency clean-up, which runs at start-up, and the relay's wake-ups use the small
+    // shared pool; the requests, spread over both workers, use theirs (the shared pool alone
+    // has two).
     let shared = i64::from(api_gateway::WorkerPools::SHARED_CONNECTIONS);
     assert!(
         (shared + 1..=4 + shared).contains(&backends),

@@ -42,7 +42,7 @@ pub async fn create(
 }
 
 /// [`create`], writing `events` (the cluster's creation event) to the outbox with it; pass the
-/// returned [`outbox::Written`] to [`outbox::wake`] once it has committed.
+/// returned [`outbox::Written`] to an [`outbox::Waker`] once it has committed.
 ///
 /// One statement, so one round trip and atomic without a transaction of the caller's: the
 /// cluster, its schedule row and its events are inserted by data-modifying CTEs. The events

@@ -46,7 +46,7 @@ pub async fn create(
 /// [`create`], writing `events` (the nodepool's creation event) to the outbox with it, in one
 /// statement: data-modifying CTEs insert the nodepool, its schedule row and its events, which
 /// take the cluster's outbox lock first, as [`crate::outbox::insert`] does. Pass the returned
-/// [`outbox::Written`] to [`outbox::wake`] once the caller's transaction has committed.
+/// [`outbox::Written`] to an [`outbox::Waker`] once the caller's transaction has committed.
 #[tracing::instrument(
     name = "INSERT nodepools",
     level = "info",

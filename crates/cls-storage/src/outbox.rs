@@ -1,7 +1,8 @@
 //! The transactional outbox (SPEC §5.2): events are inserted in the transaction of the change
 //! that causes them; the event-publisher relays them to Pub/Sub.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use cls_domain::event::Envelope;
 use diesel::prelude::*;
@@ -128,13 +129,13 @@ struct InsertedShard {
     shard: i16,
 }
 
-/// The outbox shards a write put events in: what [`wake`] tells the relay once the write has
-/// committed.
+/// The outbox shards a write put events in: what a [`Waker`] (or [`wake`]) tells the relay once
+/// the write has committed.
 ///
 /// Every function that writes events returns one, and it must be used: an event committed
 /// without a wake-up waits for the relay's next poll (`OUTBOX_POLL_INTERVAL`) instead of being
 /// published within milliseconds.
-#[must_use = "pass it to outbox::wake once the write's transaction has committed"]
+#[must_use = "pass it to an outbox::Waker (or outbox::wake) once the write's transaction has committed"]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Written(u64);
 
@@ -178,7 +179,9 @@ impl Written {
 }
 
 /// Wakes the relay workers of the shards a committed write put events in (a `NOTIFY` on
-/// [`NOTIFY_CHANNEL`]). Call it on the connection that wrote, after its transaction committed.
+/// [`NOTIFY_CHANNEL`]), after the write's transaction committed, on any connection outside a
+/// transaction. Writers serving requests use a [`Waker`], which sends it on a connection of its
+/// own.
 ///
 /// The notification is a transaction of its own with `synchronous_commit` off, so it never
 /// waits for a WAL flush. A transaction that notifies takes a database-wide lock from its
@@ -216,6 +219,89 @@ pub async fn wake(conn: &mut AsyncPgConnection, written: Written) {
             %error,
             "cannot wake the event-publisher; it will find the committed events when it next polls"
         );
+    }
+}
+
+/// Sends [`wake`]'s notifications off the writers' path, several writes' shards in one.
+///
+/// A writer calls [`Waker::wake`] once its transaction has committed; that only records the
+/// shards and wakes the waker's task, which sends one notification for every shard recorded
+/// since its last one, on a connection of its own. Under load the writes of many requests go
+/// out in one notification, and no request waits for one: measured with the gateway's create
+/// benchmark on 2026-12-06 (16 clients, two cores), a notification per create sent by the
+/// request after its commit cost about 30 µs of the gateway's CPU and 70 µs of Postgres's
+/// per create, about 15 % of the rate. A notification sent before the writer's commit could
+/// wake a relay that does not yet see the events; this one is sent after it, so it cannot.
+///
+/// Like [`wake`] it is a hint: a notification lost (the database unreachable, the process
+/// ending before its task ran) leaves the events to the relay's next poll.
+#[derive(Debug, Clone)]
+pub struct Waker {
+    handle: Arc<WakerHandle>,
+}
+
+#[derive(Debug, Default)]
+struct WakerShared {
+    /// Shards recorded and not yet notified, as the bits of a [`Written`].
+    pending: AtomicU64,
+    /// Every handle dropped: the task sends what is pending and ends.
+    closed: AtomicBool,
+    ready: tokio::sync::Notify,
+}
+
+/// Closes the task when the last [`Waker`] clone is dropped.
+#[derive(Debug)]
+struct WakerHandle(Arc<WakerShared>);
+
+impl Drop for WakerHandle {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.ready.notify_one();
+    }
+}
+
+impl Waker {
+    /// Spawns the task that sends the notifications, on the current Tokio runtime, with
+    /// connections from `pool`; it ends when the last clone of the returned waker is dropped.
+    pub fn spawn(pool: crate::PgPool) -> Waker {
+        let shared = Arc::new(WakerShared::default());
+        tokio::spawn(send_wakeups(shared.clone(), pool));
+        Waker {
+            handle: Arc::new(WakerHandle(shared)),
+        }
+    }
+
+    /// Wakes the relay workers of the shards a committed write put events in; returns at once.
+    pub fn wake(&self, written: Written) {
+        if written.is_empty() {
+            return;
+        }
+        let shared = &self.handle.0;
+        shared.pending.fetch_or(written.0, Ordering::AcqRel);
+        shared.ready.notify_one();
+    }
+}
+
+async fn send_wakeups(shared: Arc<WakerShared>, pool: crate::PgPool) {
+    loop {
+        // `notify_one` stores a permit when the task is busy, so a wake recorded while a
+        // notification is being sent is sent by the next round.
+        shared.ready.notified().await;
+        // (Called as an associated function: diesel's `RunQueryDsl::load` would shadow it.)
+        let closed = AtomicBool::load(&shared.closed, Ordering::Acquire);
+        let written = Written(shared.pending.swap(0, Ordering::AcqRel));
+        if !written.is_empty() {
+            match pool.get().await {
+                Ok(mut conn) => wake(&mut conn, written).await,
+                Err(error) => tracing::warn!(
+                    %error,
+                    "cannot wake the event-publisher; it will find the committed events when it next polls"
+                ),
+            }
+        }
+        if closed {
+            return;
+        }
     }
 }
 

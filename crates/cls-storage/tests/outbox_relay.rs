@@ -304,3 +304,80 @@ async fn a_woken_relay_hears_the_shards_a_committed_write_put_events_in() {
     let shards: Vec<i16> = outbox::notified_shards(&note.payload).collect();
     assert_eq!(shards, vec![outbox_shard(b)]);
 }
+
+/// A `Waker` notifies, after the writers' commits, every shard they recorded (several writes'
+/// shards may share one notification), nothing for a write that wrote nothing, and what was
+/// recorded just before its last handle was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waker_notifies_every_shard_writers_recorded_even_as_it_is_dropped() {
+    use futures_util::StreamExt as _;
+    use std::collections::BTreeSet;
+    let db = TestDb::new().await;
+    let mut listener = db.conn().await;
+    outbox::listen(&mut listener).await.unwrap();
+    let mut stream = std::pin::pin!(listener.notifications_stream());
+    let waker = outbox::Waker::spawn(cls_storage::pool(db.url(), 1));
+
+    // Four clusters in four different shards, written by concurrent writers.
+    let mut clusters: Vec<Uuid> = Vec::new();
+    while clusters.len() < 4 {
+        let id = Uuid::new_v4();
+        if clusters
+            .iter()
+            .all(|c| outbox_shard(*c) != outbox_shard(id))
+        {
+            clusters.push(id);
+        }
+    }
+    let (last, writers) = clusters.split_last().unwrap();
+    let mut conn = db.conn().await;
+    let mut written = Vec::new();
+    for &cluster in writers {
+        written.push(
+            outbox::insert(&mut conn, &[event(cluster, 1)])
+                .await
+                .unwrap(),
+        );
+    }
+    let tasks: Vec<_> = written
+        .into_iter()
+        .map(|w| {
+            let waker = waker.clone();
+            tokio::spawn(async move { waker.wake(w) })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let expected: BTreeSet<i16> = writers.iter().map(|c| outbox_shard(*c)).collect();
+    let mut heard = BTreeSet::new();
+    while heard != expected {
+        let note = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("heard only {heard:?} of {expected:?}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(note.channel, outbox::NOTIFY_CHANNEL);
+        heard.extend(outbox::notified_shards(&note.payload));
+        assert!(heard.is_subset(&expected), "{heard:?} beyond {expected:?}");
+    }
+
+    // A write that wrote nothing wakes nobody.
+    waker.wake(outbox::Written::default());
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), stream.next()).await;
+    assert!(quiet.is_err(), "an empty write notified: {quiet:?}");
+
+    // Recorded, then the last handle dropped at once: still sent.
+    let written = outbox::insert(&mut conn, &[event(*last, 1)]).await.unwrap();
+    waker.wake(written);
+    drop(waker);
+    let note = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .expect("the last write's notification within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        outbox::notified_shards(&note.payload).collect::<Vec<_>>(),
+        vec![outbox_shard(*last)]
+    );
+}

@@ -13,6 +13,8 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct PublishService {
     pub(crate) pool: PgPool,
+    /// Wakes the relays (this replica's and the others') after each accepted batch commits.
+    pub(crate) waker: outbox::Waker,
     pub(crate) metrics: Metrics,
 }
 
@@ -34,7 +36,7 @@ impl EventPublisher for PublishService {
             let written = outbox::insert(&mut conn, &envelopes)
                 .await
                 .map_err(|e| e.to_string())?;
-            outbox::wake(&mut conn, written).await;
+            self.waker.wake(written);
             Ok::<_, String>(())
         }
         .await;

@@ -82,6 +82,7 @@ pub async fn start(
     let service = EventPublisherServer::with_interceptor(
         grpc::PublishService {
             pool: pool.clone(),
+            waker: cls_storage::outbox::Waker::spawn(pool.clone()),
             metrics: metrics.clone(),
         },
         move |request| token.check(request),

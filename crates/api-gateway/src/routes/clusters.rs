@@ -155,7 +155,7 @@ pub(crate) async fn create_cluster(
             .await?
         }
     };
-    outbox::wake(&mut conn, written).await;
+    state.waker.wake(written);
     // The schedule row committed with the cluster makes its first reconcile due at once; the
     // trigger records the creation with the scheduler (and carries the trace there). A replay
     // created nothing and wrote no event, so it wakes and announces nothing.
@@ -257,7 +257,7 @@ pub(crate) async fn update_cluster(
             Ok((updated.resource, written))
         })
         .await?;
-    outbox::wake(&mut conn, written).await;
+    state.waker.wake(written);
     if !written.is_empty() {
         state
             .reconcile
@@ -308,7 +308,7 @@ pub(crate) async fn delete_cluster(
         Ok(outbox::insert(conn, &events).await?)
     })
     .await?;
-    outbox::wake(&mut conn, written).await;
+    state.waker.wake(written);
     Ok(HttpResponse::Accepted().json(DeleteClusterResponse {
         message: "cluster deletion initiated",
         cluster_id: id,

@@ -215,7 +215,7 @@ pub(crate) async fn create_nodepool_in(
             Ok((stored, written))
         })
         .await?;
-    outbox::wake(&mut conn, written).await;
+    state.waker.wake(written);
     Ok(created("/api/v1/nodepools", &response))
 }
 
@@ -301,7 +301,7 @@ pub(crate) async fn update_nodepool(
             Ok((updated.resource, written))
         })
         .await?;
-    outbox::wake(&mut conn, written).await;
+    state.waker.wake(written);
     if !written.is_empty() {
         state
             .reconcile
@@ -346,7 +346,7 @@ pub(crate) async fn delete_nodepool(
             .await?)
         })
         .await?;
-    outbox::wake(&mut conn, written).await;
+    state.waker.wake(written);
     Ok(HttpResponse::Accepted().json(DeleteNodePoolResponse {
         message: "nodepool deletion initiated",
         nodepool_id: id,
