@@ -2,8 +2,8 @@
 //!
 //! - `dev [--smoke]`: run the whole system locally (see `dev.rs`).
 //! - `deploy-check`: validate the Helm chart, docker-compose.yml and the Dockerfile offline.
-//! - `ci`: everything CI checks: formatting, clippy with `-D warnings`, the build, the whole
-//!   test suite under nextest (real Postgres, real Pub/Sub emulator, both started by the test
+//! - `ci`: everything CI checks: formatting, clippy and rustdoc with `-D warnings`, the build,
+//!   the whole test suite under nextest (real Postgres, real Pub/Sub emulator, both started by the test
 //!   harness itself), `deploy-check`, and `dev --smoke`.
 //! - `db [migrate]`: make sure a local Postgres is running (or use `DATABASE_URL`), create the
 //!   `cls` database and apply the migrations; prints the `DATABASE_URL` to use.
@@ -83,6 +83,10 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
         "cargo clippy --workspace --all-targets --locked -- -D warnings"
     )
     .run()?;
+    // Doc links to missing or private items are only warnings by default.
+    cmd!(sh, "cargo doc --workspace --no-deps --locked")
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .run()?;
     cmd!(sh, "cargo build --workspace --all-targets --locked").run()?;
     let validator = python_tool(
         sh,

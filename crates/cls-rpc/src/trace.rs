@@ -60,7 +60,7 @@ fn served_request(headers: &http::HeaderMap) -> Option<cls_telemetry::request::R
     })
 }
 
-/// Runs every incoming call as part of the request it serves ([`served_request`]), so the
+/// Runs every incoming call as part of the request it serves (`served_request`), so the
 /// calls it makes in turn (the status-aggregator's reconcile trigger) carry the same request
 /// id: a request is one `request_id` in the logs of every service it crosses, not only of the
 /// first peer.

@@ -60,7 +60,7 @@ struct TargetRow {
     deleted: bool,
 }
 
-/// Locks the resource row and reads its controller rows: [`lock_target`] then
+/// Locks the resource row and reads its controller rows: `lock_target` then
 /// [`controller_rows`], pipelined (both statements sent at once, one round trip). Postgres runs
 /// them in the order sent, and in `READ COMMITTED` the second statement's snapshot is taken
 /// after the first has the lock, so the rows include every report committed before it. Call

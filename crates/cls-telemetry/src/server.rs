@@ -9,7 +9,7 @@
 //!
 //! Spans made while the request runs (storage, outgoing gRPC calls) find this one as their
 //! parent through the OpenTelemetry context, which [`ServerSpan::run`] makes current on every
-//! poll; WARN and ERROR events outside such spans are added to it by [`EventsOnServerSpans`].
+//! poll; WARN and ERROR events outside such spans are added to it by `EventsOnServerSpans`.
 
 use std::future::Future;
 use std::sync::OnceLock;
