@@ -435,12 +435,32 @@ async fn shard_lock(
     Ok(row.locked)
 }
 
+/// A pending row as the relay publishes it: only the columns it uses, with the body and the
+/// attributes as the JSON text Postgres stores them as (its `jsonb` output), so the relay sends
+/// the stored body as it is instead of decoding it into a JSON tree and encoding it again.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = outbox, check_for_backend(diesel::pg::Pg))]
+pub struct PendingRow {
+    pub id: Uuid,
+    pub ordering_key: String,
+    pub topic: String,
+    /// The message body: a JSON object, as text.
+    #[diesel(select_expression = outbox::body.cast::<Text>(), select_expression_type = diesel::dsl::Cast<outbox::body, Text>)]
+    pub body: String,
+    /// The message attributes: a JSON object of strings, as text.
+    #[diesel(select_expression = outbox::attributes.cast::<Text>(), select_expression_type = diesel::dsl::Cast<outbox::attributes, Text>)]
+    pub attributes: String,
+    pub traceparent: Option<String>,
+    /// When the row was written (its transaction's start).
+    pub created_at: OffsetDateTime,
+}
+
 /// The oldest pending rows of one shard, in `seq` (per-cluster commit) order.
 pub async fn pending_in_shard(
     conn: &mut AsyncPgConnection,
     shard: i16,
     limit: i64,
-) -> Result<Vec<OutboxRow>, StorageError> {
+) -> Result<Vec<PendingRow>, StorageError> {
     pending_in_shard_except(conn, shard, &[], limit).await
 }
 
@@ -451,13 +471,13 @@ pub async fn pending_in_shard_except(
     shard: i16,
     paused_keys: &[&str],
     limit: i64,
-) -> Result<Vec<OutboxRow>, StorageError> {
+) -> Result<Vec<PendingRow>, StorageError> {
     let mut query = outbox::table
         .filter(outbox::shard.eq(shard))
         .filter(outbox::state.eq(state::Pending))
         .order(outbox::seq.asc())
         .limit(limit)
-        .select(OutboxRow::as_select())
+        .select(PendingRow::as_select())
         .into_boxed();
     if !paused_keys.is_empty() {
         query = query.filter(outbox::ordering_key.ne_all(paused_keys));

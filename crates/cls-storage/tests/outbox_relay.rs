@@ -69,7 +69,23 @@ async fn rows_are_read_per_shard_in_order_and_leave_when_published() {
     let rows = outbox::pending_in_shard(&mut conn, shard, 100)
         .await
         .unwrap();
-    assert!(rows.iter().all(|r| r.shard == shard));
+    // What the relay publishes: the stored body and attributes as JSON text, and the row's key
+    // and topic.
+    for (row, sent) in rows.iter().zip(&a_events) {
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&row.body).unwrap(),
+            sent.body
+        );
+        assert_eq!(
+            serde_json::from_str::<std::collections::BTreeMap<String, String>>(&row.attributes)
+                .unwrap(),
+            sent.attributes
+        );
+        assert_eq!(
+            (row.ordering_key.as_str(), row.topic.as_str()),
+            (sent.ordering_key.as_str(), sent.topic.as_str())
+        );
+    }
     assert_eq!(
         rows.iter().map(|r| r.id).collect::<Vec<_>>(),
         a_events.iter().map(|e| e.id).collect::<Vec<_>>()
@@ -121,6 +137,8 @@ async fn failures_keep_rows_pending_and_dead_letters_are_kept() {
         .await
         .unwrap();
     assert_eq!(rows[0].id, first.id, "a failed row keeps its place");
+    let rows = outbox::pending(&mut conn, 10).await.unwrap();
+    assert_eq!(rows[0].id, first.id);
     assert_eq!(
         (rows[0].attempts, rows[0].last_error.as_deref()),
         (2, Some("UNAVAILABLE: connection refused"))

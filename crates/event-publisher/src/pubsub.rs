@@ -234,26 +234,19 @@ pub mod limits {
     pub const MAX_ORDERING_KEY_BYTES: usize = 1024;
 }
 
-/// The Pub/Sub message of an outbox row: the stored body and attributes, the ordering key,
-/// and `traceparent` when the change was traced. An error means the row can never be
-/// published (it breaks the format or Pub/Sub's limits).
+/// The Pub/Sub message of an outbox row: the stored body (JSON text, sent as it is) and
+/// attributes (a JSON object of strings), the ordering key, and `traceparent` when the change
+/// was traced. An error means the row can never be published (it breaks the format or
+/// Pub/Sub's limits).
 pub fn message(
-    body: &serde_json::Value,
-    attributes: &serde_json::Value,
+    body: &str,
+    attributes: &str,
     ordering_key: &str,
     traceparent: Option<&str>,
 ) -> Result<PubsubMessage, String> {
-    let data = serde_json::to_vec(body).map_err(|e| format!("unencodable body: {e}"))?;
-    let serde_json::Value::Object(stored) = attributes else {
-        return Err("attributes are not a JSON object".into());
-    };
-    let mut attributes = HashMap::with_capacity(stored.len() + 1);
-    for (key, value) in stored {
-        let serde_json::Value::String(value) = value else {
-            return Err(format!("attribute {key} is not a string"));
-        };
-        attributes.insert(key.clone(), value.clone());
-    }
+    let data = body.as_bytes().to_vec();
+    let mut attributes: HashMap<String, String> = serde_json::from_str(attributes)
+        .map_err(|e| format!("attributes are not a JSON object of strings: {e}"))?;
     if let Some(traceparent) = traceparent {
         attributes
             .entry("traceparent".to_owned())
@@ -322,23 +315,30 @@ mod tests {
 
     #[test]
     fn messages_carry_the_stored_body_attributes_and_traceparent() {
-        let body = serde_json::json!({"id": "x", "generation": 2});
-        let attributes = serde_json::json!({"event_type": "cluster.updated"});
+        // As Postgres prints `jsonb`: the body goes out byte for byte.
+        let body = r#"{"id": "x", "generation": 2}"#;
+        let attributes = r#"{"event_type": "cluster.updated"}"#;
         let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let m = message(&body, &attributes, "key", Some(tp)).unwrap();
-        assert_eq!(
-            serde_json::from_slice::<serde_json::Value>(&m.data).unwrap(),
-            body
-        );
+        let m = message(body, attributes, "key", Some(tp)).unwrap();
+        assert_eq!(m.data, body.as_bytes());
+        assert_eq!(m.attributes.len(), 2);
         assert_eq!(m.attributes["event_type"], "cluster.updated");
         assert_eq!(m.attributes["traceparent"], tp);
         assert_eq!(m.ordering_key, "key");
-        assert!(message(&body, &serde_json::json!({"n": 1}), "k", None).is_err());
-        assert!(message(&body, &serde_json::json!([]), "k", None).is_err());
+        // A stored traceparent attribute wins over the column.
+        let own = r#"{"traceparent": "mine"}"#;
+        assert_eq!(
+            message(body, own, "k", Some(tp)).unwrap().attributes["traceparent"],
+            "mine"
+        );
+        let not_strings = message(body, r#"{"n": 1}"#, "k", None).unwrap_err();
+        assert!(not_strings.starts_with("attributes are not a JSON object of strings"));
+        assert!(message(body, "[]", "k", None).is_err());
         let long = "v".repeat(limits::MAX_ATTRIBUTE_VALUE_BYTES + 1);
-        assert!(message(&body, &serde_json::json!({ "a": long }), "k", None).is_err());
-        assert!(message(&body, &serde_json::json!({"goog-x": "v"}), "k", None).is_err());
+        let long = format!(r#"{{"a": "{long}"}}"#);
+        assert!(message(body, &long, "k", None).is_err());
+        assert!(message(body, r#"{"goog-x": "v"}"#, "k", None).is_err());
         let long_key = "o".repeat(limits::MAX_ORDERING_KEY_BYTES + 1);
-        assert!(message(&body, &attributes, &long_key, None).is_err());
+        assert!(message(body, attributes, &long_key, None).is_err());
     }
 }

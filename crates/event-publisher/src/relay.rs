@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cls_domain::event::{OUTBOX_SHARDS, Topic};
-use cls_storage::outbox::{self, OutboxRow};
+use cls_storage::outbox::{self, PendingRow};
 use cls_storage::{AsyncPgConnection, PgPool, StorageError};
 use futures_util::StreamExt as _;
 use gcloud_sdk::google::pubsub::v1::PubsubMessage;
@@ -328,7 +328,7 @@ async fn fetch(
     shared: &Shared,
     shard: i16,
     paused_keys: &[&str],
-) -> Result<Vec<OutboxRow>, anyhow::Error> {
+) -> Result<Vec<PendingRow>, anyhow::Error> {
     let mut conn = shared.pool.get().await?;
     Ok(
         outbox::pending_in_shard_except(&mut conn, shard, paused_keys, shared.settings.batch_size)
@@ -337,7 +337,7 @@ async fn fetch(
 }
 
 /// Rows of one topic with their messages, in `seq` order.
-type Batch = Vec<(OutboxRow, PubsubMessage)>;
+type Batch = Vec<(PendingRow, PubsubMessage)>;
 
 /// What happened to each row of a batch.
 #[derive(Debug, Default)]
@@ -349,7 +349,17 @@ struct Outcome {
     dead: Vec<(Uuid, Option<Topic>, String)>,
 }
 
-async fn publish_rows(shared: &Shared, rows: Vec<OutboxRow>, paused: &mut HashMap<String, Pause>) {
+/// The Pub/Sub message of a row.
+fn row_message(row: &PendingRow) -> Result<PubsubMessage, String> {
+    message(
+        &row.body,
+        &row.attributes,
+        &row.ordering_key,
+        row.traceparent.as_deref(),
+    )
+}
+
+async fn publish_rows(shared: &Shared, rows: Vec<PendingRow>, paused: &mut HashMap<String, Pause>) {
     let mut groups: BTreeMap<&'static str, (Topic, Batch)> = BTreeMap::new();
     let mut outcome = Outcome::default();
     for row in rows {
@@ -358,12 +368,7 @@ async fn publish_rows(shared: &Shared, rows: Vec<OutboxRow>, paused: &mut HashMa
             outcome.dead.push((row.id, None, error));
             continue;
         };
-        match message(
-            &row.body,
-            &row.attributes,
-            &row.ordering_key,
-            row.traceparent.as_deref(),
-        ) {
+        match row_message(&row) {
             Ok(m) => groups
                 .entry(topic.as_str())
                 .or_insert_with(|| (topic, Vec::new()))
@@ -389,7 +394,8 @@ async fn publish_rows(shared: &Shared, rows: Vec<OutboxRow>, paused: &mut HashMa
 /// Publishes one topic's messages in one request; on rejection, one message at a time.
 async fn publish_group(shared: &Shared, topic: Topic, batch: Batch) -> Outcome {
     let mut outcome = Outcome::default();
-    let messages: Vec<PubsubMessage> = batch.iter().map(|(_, m)| m.clone()).collect();
+    // The request takes the messages; a rejected batch builds them again from the rows.
+    let (batch, messages): (Vec<PendingRow>, Vec<PubsubMessage>) = batch.into_iter().unzip();
     let spans = producer_spans(shared, topic, &batch);
     let first = timed_publish(shared, topic, messages).await;
     if first.is_err() {
@@ -402,20 +408,27 @@ async fn publish_group(shared: &Shared, topic: Topic, batch: Batch) -> Outcome {
         Ok(()) => {
             outcome.published = batch
                 .iter()
-                .map(|(row, _)| (row.id, row.ordering_key.clone(), topic, row.created_at))
+                .map(|row| (row.id, row.ordering_key.clone(), topic, row.created_at))
                 .collect();
         }
         Err(PublishError::Rejected(error)) if batch.len() == 1 => {
-            outcome.dead.push((batch[0].0.id, Some(topic), error));
+            outcome.dead.push((batch[0].id, Some(topic), error));
         }
         Err(PublishError::Rejected(error)) => {
             tracing::warn!(%error, "batch rejected; publishing its messages one by one");
             let mut stopped_keys: Vec<String> = Vec::new();
-            for (row, m) in batch {
+            for row in batch {
                 if stopped_keys.contains(&row.ordering_key) {
                     // A transient failure earlier in this key: its later rows wait.
                     continue;
                 }
+                let m = match row_message(&row) {
+                    Ok(m) => m,
+                    Err(error) => {
+                        outcome.dead.push((row.id, Some(topic), error));
+                        continue;
+                    }
+                };
                 match timed_publish(shared, topic, vec![m]).await {
                     Ok(()) => outcome.published.push((
                         row.id,
@@ -443,7 +456,7 @@ async fn publish_group(shared: &Shared, topic: Topic, batch: Batch) -> Outcome {
                 }
             }
             let mut by_key: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
-            for (row, _) in &batch {
+            for row in &batch {
                 by_key
                     .entry(row.ordering_key.clone())
                     .or_default()
@@ -463,7 +476,7 @@ async fn publish_group(shared: &Shared, topic: Topic, batch: Batch) -> Outcome {
 /// `traceparent`), covering the publish request that carries it; so a change's trace runs
 /// from the REST call through the outbox to Pub/Sub, and on to the controller through the
 /// message's `traceparent` attribute. None when tracing is off or the row was not traced.
-fn producer_spans(shared: &Shared, topic: Topic, batch: &Batch) -> Vec<tracing::Span> {
+fn producer_spans(shared: &Shared, topic: Topic, batch: &[PendingRow]) -> Vec<tracing::Span> {
     if !cls_telemetry::tracing_enabled() {
         return Vec::new();
     }
@@ -471,7 +484,7 @@ fn producer_spans(shared: &Shared, topic: Topic, batch: &Batch) -> Vec<tracing::
     let short = name.rsplit('/').next().unwrap_or(name);
     batch
         .iter()
-        .filter_map(|(row, _)| {
+        .filter_map(|row| {
             let traceparent = row.traceparent.as_deref()?;
             let span = tracing::info_span!(
                 parent: None,
