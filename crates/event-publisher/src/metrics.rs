@@ -22,6 +22,8 @@ pub struct Metrics {
     pub failed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
     pub pruned: prometheus::IntCounter,
+    /// Reads of pending rows by the shard workers.
+    pub outbox_reads: prometheus::IntCounter,
     pub grpc_publish: IntCounterVec,
     pub db_connections: IntGauge,
 }
@@ -92,6 +94,10 @@ impl Metrics {
                 "outbox_pruned_total",
                 "published outbox rows deleted after the retention period",
             )),
+            outbox_reads: must(prometheus::IntCounter::new(
+                "outbox_reads_total",
+                "reads of pending outbox rows by this replica's shard workers",
+            )),
             grpc_publish: must(IntCounterVec::new(
                 Opts::new(
                     "grpc_publish_requests_total",
@@ -105,7 +111,7 @@ impl Metrics {
             )),
             registry,
         };
-        let collectors: [Box<dyn Collector>; 12] = [
+        let collectors: [Box<dyn Collector>; 13] = [
             Box::new(m.pending.clone()),
             Box::new(m.oldest_pending_age.clone()),
             Box::new(m.dead.clone()),
@@ -116,6 +122,7 @@ impl Metrics {
             Box::new(m.failed.clone()),
             Box::new(m.dead_lettered.clone()),
             Box::new(m.pruned.clone()),
+            Box::new(m.outbox_reads.clone()),
             Box::new(m.grpc_publish.clone()),
             Box::new(m.db_connections.clone()),
         ];

@@ -14,7 +14,10 @@
 //!   rows wait, other clusters go on. The failure (`attempts`, `last_error`) is recorded on
 //!   each paused cluster's oldest row only, the one that holds it up. A request rejected as
 //!   invalid is retried message by message, and a message rejected on its own is dead-lettered
-//!   with the error.
+//!   with the error. While some of a shard's keys are paused, every read walks past their
+//!   pending rows (a backlog that grows for as long as Pub/Sub fails) and every commit to the
+//!   shard wakes the worker, so a read that found less than a batch is followed by a gap in
+//!   proportion to its cost (`paused_read_gap`, at most `poll_interval`) before the next one.
 //! - **Wake-ups.** A `LISTEN` connection turns commit notifications into per-shard wake-ups
 //!   within milliseconds; workers also poll every `poll_interval`, and after the listener
 //!   reconnects every shard is woken, so a missed notification costs at most one poll.
@@ -277,11 +280,32 @@ struct Pause {
     attempts: u32,
 }
 
+/// The shortest gap between two reads of a shard while some of its keys are paused.
+const PAUSED_READ_MIN_GAP: Duration = Duration::from_millis(50);
+
+/// While keys are paused, a read waits this many times as long as the previous one took.
+const PAUSED_READ_COST_FACTOR: u32 = 128;
+
+/// How long after a read that found less than a batch a shard worker reads again while some
+/// of its keys are paused (such a read walks past every pending row of those keys, a backlog
+/// that grows for as long as Pub/Sub fails, and every commit to the shard wakes the worker): in
+/// proportion to what the last read cost, so those reads take at most about 1/128 of a
+/// connection per shard, but at least 50 ms and at most `poll_interval` apart. Without paused
+/// keys, or after a full batch, a worker reads as soon as it is woken.
+fn paused_read_gap(last_read: Duration, poll_interval: Duration) -> Duration {
+    last_read
+        .saturating_mul(PAUSED_READ_COST_FACTOR)
+        .max(PAUSED_READ_MIN_GAP)
+        .min(poll_interval)
+}
+
 /// Publishes one shard's rows until told to stop.
 async fn work(shared: Arc<Shared>, shard: i16, mut stop: watch::Receiver<bool>) {
     let mut paused: HashMap<String, Pause> = HashMap::new();
     let mut db_attempt = 0;
     let notify = &shared.wakeups[usize::try_from(shard).unwrap_or(0)];
+    // When the last read that was not a full batch started, and how long it took.
+    let mut last_read: Option<(Instant, Duration)> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -292,9 +316,27 @@ async fn work(shared: Arc<Shared>, shard: i16, mut stop: watch::Receiver<bool>) 
             .filter(|(_, p)| p.until > now)
             .map(|(k, _)| k.as_str())
             .collect();
+        if !waiting.is_empty()
+            && let Some((at, took)) = last_read
+        {
+            let next = at + paused_read_gap(took, shared.settings.poll_interval);
+            if next > now {
+                if sleep_or_stop(next - now, &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        }
+        let started = Instant::now();
         let rows = match fetch(&shared, shard, &waiting).await {
             Ok(rows) => {
                 db_attempt = 0;
+                shared.metrics.outbox_reads.inc();
+                // A full batch was useful work and leaves more to read at once; a shorter one
+                // walked to the end of the shard's pending rows.
+                let full =
+                    i64::try_from(rows.len()).unwrap_or(i64::MAX) >= shared.settings.batch_size;
+                last_read = (!full).then(|| (started, started.elapsed()));
                 rows
             }
             Err(e) => {
@@ -593,6 +635,20 @@ async fn settle(shared: &Shared, outcome: Outcome, paused: &mut HashMap<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_past_paused_keys_are_spaced_by_their_cost() {
+        let poll = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert_eq!(paused_read_gap(Duration::from_micros(100), poll), ms(50));
+        assert_eq!(paused_read_gap(ms(2), poll), ms(256));
+        assert_eq!(
+            paused_read_gap(ms(20), poll),
+            poll,
+            "never longer than a poll"
+        );
+        assert_eq!(paused_read_gap(ms(20), ms(30)), ms(30));
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -8,7 +8,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ReconcileEvent, ResourceRef};
+use cls_domain::event::{
+    Envelope, LifecycleAction, LifecycleEvent, ReconcileEvent, ResourceRef, outbox_shard,
+};
 use cls_domain::reconcile::ReconcileReason;
 use cls_rpc::auth::SharedToken;
 use cls_rpc::publisher::event_publisher_client::EventPublisherClient;
@@ -431,6 +433,68 @@ async fn starts_while_pubsub_is_unreachable_and_delivers_once_it_is_back() {
         .is_some_and(|n| n >= 1.0),
         "the failed attempts are counted"
     );
+    publisher.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_pubsub_is_down_each_commit_does_not_make_the_relay_reread_its_backlog() {
+    let db = TestDb::new().await;
+    let emulator = PubSubEmulator::start().unwrap();
+    let gate = TcpGate::start(emulator.port(), false).await.unwrap();
+    // No polls: the idle shards read nothing, so the replica's reads are this shard's.
+    let publisher = start(&config(
+        db.url(),
+        &gate.host(),
+        &[("OUTBOX_POLL_INTERVAL", "60s")],
+    ))
+    .await;
+
+    // One cluster's backlog, held up by the outage: every read of its shard walks past it.
+    let held = Uuid::new_v4();
+    let backlog: Vec<Envelope> = (1..=2000).map(|g| cluster_event(held, g)).collect();
+    commit(db.url(), &backlog).await;
+    let mut conn = db.conn().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while outbox::pending(&mut conn, 1).await.unwrap()[0].attempts == 0 {
+        assert!(std::time::Instant::now() < deadline, "never attempted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // New clusters of the same shard, committed one at a time: each commit wakes the worker.
+    let shard = outbox_shard(held);
+    let others: Vec<Uuid> = std::iter::repeat_with(Uuid::new_v4)
+        .filter(|c| outbox_shard(*c) == shard)
+        .take(100)
+        .collect();
+    let reads_before = metric(publisher.admin_addr, "outbox_reads_total")
+        .await
+        .unwrap();
+    for cluster in &others {
+        commit(db.url(), &[cluster_event(*cluster, 1)]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reads = metric(publisher.admin_addr, "outbox_reads_total")
+        .await
+        .unwrap()
+        - reads_before;
+    eprintln!("held-up shard: {reads} reads for {} commits", others.len());
+    // Reading at once on every wake-up would be about two reads per commit (one finds the new
+    // cluster's row, one more after its publish failed).
+    assert!(
+        reads < 60.0,
+        "{reads} reads of the shard for {} commits while its backlog was held up",
+        others.len()
+    );
+
+    // Pub/Sub comes back: everything arrives, in order per cluster.
+    let mut subscriber = Subscriber::connect(&emulator.host()).await;
+    subscriber.subscribe().await;
+    gate.open();
+    let received = subscriber
+        .expect(backlog.len() + others.len(), Duration::from_secs(60))
+        .await;
+    assert_complete_and_ordered(&received, &[held], 2000);
+    assert_complete_and_ordered(&received, &others, 1);
     publisher.shutdown().await;
 }
 
