@@ -3,8 +3,8 @@
 //! - `dev [--smoke]`: run the whole system locally (see `dev.rs`).
 //! - `deploy-check`: validate the Helm chart, docker-compose.yml and the Dockerfile offline.
 //! - `ci`: everything CI checks: formatting, clippy and rustdoc with `-D warnings`, the build,
-//!   the whole test suite under nextest (real Postgres, real Pub/Sub emulator, both started by the test
-//!   harness itself), `deploy-check`, and `dev --smoke`.
+//!   the whole test suite under nextest (real Postgres, real Pub/Sub emulator, both started by
+//!   the test harness itself), `deploy-check`, and `dev --smoke`.
 //! - `db [migrate]`: make sure a local Postgres is running (or use `DATABASE_URL`), create the
 //!   `cls` database and apply the migrations; prints the `DATABASE_URL` to use.
 //! - `db reset`: revert every migration and apply them again.

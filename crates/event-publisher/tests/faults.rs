@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cls_test_support::{PubSubEmulator, TcpGate, TestDb, free_port, postgres};
 use common::*;
@@ -72,14 +72,6 @@ impl Writers {
     async fn finish(self) -> i64 {
         self.stop.store(true, Ordering::Release);
         self.task.await.unwrap()
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -126,6 +126,15 @@ pub fn assert_complete_and_ordered(received: &[Received], clusters: &[Uuid], n: 
     repeats
 }
 
+/// Polls `check` every 100 ms until it holds; fails the test after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the database `db` has no pending outbox rows.
 pub async fn wait_for_empty_outbox(db: &TestDb, timeout: Duration) {
     let deadline = Instant::now() + timeout;
