@@ -48,6 +48,10 @@ pub async fn create(
 /// cluster, its schedule row and its events are inserted by data-modifying CTEs. The events
 /// take no per-cluster advisory lock (see [`crate::outbox::insert`]): nothing else can write
 /// an event for a cluster that is not yet committed, so none can commit before these.
+///
+/// The statement returns no columns: every value of the new row is bound here (no column
+/// default or trigger changes it), so the returned cluster is built from them instead of
+/// sending the row, its three `jsonb` documents as text, back to be decoded again.
 #[tracing::instrument(
     name = "INSERT clusters",
     level = "info",
@@ -68,22 +72,23 @@ pub async fn create_announced(
                  INSERT INTO clusters (id, name, description, target_project_id, labels, created_by,
                                        generation, resource_version, spec, status, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, 1, 1, $7, $8, $9, $9)
-                 RETURNING {CLUSTER_COLUMNS}
+                 RETURNING id, created_at
              ), schedule AS (
                  INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, next_due_at)
                  SELECT id, '{kind}', id, created_at FROM cluster
              ), events AS (
                  {events}
              )
-             SELECT * FROM cluster",
+             SELECT id FROM cluster",
             kind = ResourceKind::Cluster.as_str(),
             events = outbox::insert_sql(10),
         )
     });
     let now = truncate_to_micros(now);
+    let status = initial_status(ResourceKind::Cluster, 1, now);
     let labels = encode(&new.labels);
     let spec = encode(&new.spec);
-    let status = encode(&initial_status(ResourceKind::Cluster, 1, now));
+    let status_json = encode(&status);
     let statement = sql(STATEMENT.as_str())
         .bind::<SqlUuid, _>(id)
         .bind::<Text, _>(&new.name)
@@ -92,18 +97,29 @@ pub async fn create_announced(
         .bind::<Jsonb, _>(&labels)
         .bind::<Text, _>(created_by)
         .bind::<Jsonb, _>(&spec)
-        .bind::<Jsonb, _>(&status)
+        .bind::<Jsonb, _>(&status_json)
         .bind::<Timestamptz, _>(now);
-    let row: ClusterRow = outbox::bind_rows(statement, events)
-        .get_result(conn)
+    outbox::bind_rows(statement, events)
+        .execute(conn)
         .await
         .map_err(|e| StorageError::on_create(e, NAME_INDEX, "cluster", &new.name))?;
-    Ok((row.into_domain()?, outbox::Written::of(events)))
+    let cluster = Cluster {
+        id,
+        name: new.name.clone(),
+        description: new.description.clone(),
+        target_project_id: new.target_project_id.clone(),
+        labels: new.labels.clone(),
+        created_by: created_by.to_owned(),
+        generation: 1,
+        resource_version: "1".to_owned(),
+        spec: new.spec.clone(),
+        status,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    Ok((cluster, outbox::Written::of(events)))
 }
-
-/// The columns of [`ClusterRow`], for hand-written statements.
-const CLUSTER_COLUMNS: &str = "id, name, description, target_project_id, labels, created_by, \
-    generation, resource_version, spec, status, created_at, updated_at, deleted_at";
 
 /// A cluster by id, if the caller may see it (controllers also see deleted clusters).
 pub async fn get(

@@ -47,6 +47,9 @@ pub async fn create(
 /// statement: data-modifying CTEs insert the nodepool, its schedule row and its events, which
 /// take the cluster's outbox lock first, as [`crate::outbox::insert`] does. Pass the returned
 /// [`outbox::Written`] to an [`outbox::Waker`] once the caller's transaction has committed.
+///
+/// As in [`crate::clusters::create_announced`], the statement returns no columns: the
+/// returned nodepool is built from the values bound here, which are all of the new row's.
 #[tracing::instrument(
     name = "INSERT nodepools",
     level = "info",
@@ -68,14 +71,14 @@ pub async fn create_announced(
                  INSERT INTO nodepools (id, cluster_id, name, labels, created_by, generation,
                                         resource_version, spec, status, created_at, updated_at)
                  VALUES ($3, $4, $5, $6, $7, 1, 1, $8, $9, $10, $10)
-                 RETURNING {NODEPOOL_COLUMNS}
+                 RETURNING id, cluster_id, created_at
              ), schedule AS (
                  INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, nodepool_id, next_due_at)
                  SELECT id, '{kind}', cluster_id, id, created_at FROM nodepool
              ), events AS (
                  {events} {after_locks}
              )
-             SELECT * FROM nodepool",
+             SELECT id FROM nodepool",
             locks = outbox::locks_cte(1),
             kind = ResourceKind::NodePool.as_str(),
             events = outbox::insert_sql(11),
@@ -83,9 +86,10 @@ pub async fn create_announced(
         )
     });
     let now = truncate_to_micros(now);
+    let status = initial_status(ResourceKind::NodePool, 1, now);
     let labels = encode(&new.labels);
     let spec = encode(&new.spec);
-    let status = encode(&initial_status(ResourceKind::NodePool, 1, now));
+    let status_json = encode(&status);
     let statement = outbox::bind_locks(sql(STATEMENT.as_str()), events)
         .bind::<SqlUuid, _>(id)
         .bind::<SqlUuid, _>(cluster.id)
@@ -93,18 +97,28 @@ pub async fn create_announced(
         .bind::<Jsonb, _>(&labels)
         .bind::<Text, _>(created_by)
         .bind::<Jsonb, _>(&spec)
-        .bind::<Jsonb, _>(&status)
+        .bind::<Jsonb, _>(&status_json)
         .bind::<Timestamptz, _>(now);
-    let row: NodePoolRow = outbox::bind_rows(statement, events)
-        .get_result(conn)
+    outbox::bind_rows(statement, events)
+        .execute(conn)
         .await
         .map_err(|e| StorageError::on_create(e, NAME_INDEX, "nodepool", &new.name))?;
-    Ok((row.into_domain()?, outbox::Written::of(events)))
+    let nodepool = NodePool {
+        id,
+        cluster_id: cluster.id,
+        name: new.name.clone(),
+        labels: new.labels.clone(),
+        created_by: created_by.to_owned(),
+        generation: 1,
+        resource_version: "1".to_owned(),
+        spec: new.spec.clone(),
+        status,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    Ok((nodepool, outbox::Written::of(events)))
 }
-
-/// The columns of [`NodePoolRow`], for hand-written statements.
-const NODEPOOL_COLUMNS: &str = "id, cluster_id, name, labels, created_by, generation, \
-    resource_version, spec, status, created_at, updated_at, deleted_at";
 
 /// A nodepool by id, if the caller may see it (controllers also see deleted nodepools).
 pub async fn get(
