@@ -111,6 +111,10 @@ async fn cli_flow_create_list_get_update_delete() {
         .await;
     assert_eq!(keys(&pools), ["limit", "nodepools", "offset", "total"]);
     assert_eq!(pools["nodepools"][0]["id"], np_id.as_str());
+    // The create's answer is built from what it wrote, not read back: it must be what is
+    // stored.
+    let (_, got) = app.get(&format!("/api/v1/nodepools/{np_id}"), ALICE).await;
+    assert_eq!(got, nodepool);
     let (_, pools) = app
         .get(&format!("/api/v1/nodepools?clusterId={id}"), ALICE)
         .await;

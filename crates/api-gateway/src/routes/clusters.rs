@@ -1,6 +1,5 @@
 //! `/api/v1/clusters…` handlers.
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use cls_domain::ErrorCode;
 use cls_domain::event::{Envelope, LifecycleAction, ResourceRef};
@@ -15,7 +14,6 @@ use cls_domain::validate::{
     validate_cluster_update,
 };
 use cls_storage::AsyncPgConnection;
-use cls_storage::idempotency::StoredResponse;
 use cls_storage::{clusters, outbox};
 use diesel_async::AsyncConnection as _;
 use serde::Serialize;
@@ -24,7 +22,8 @@ use uuid::Uuid;
 
 use super::nodepools::{NodePoolList, create_nodepool_in, creation_body};
 use super::{
-    Idempotent, Query, check_if_match, if_match, json_body, lifecycle_event, path_id, with_etag,
+    Created, Idempotent, Query, check_if_match, if_match, json_body, lifecycle_event, path_id,
+    with_etag,
 };
 use crate::AppState;
 use crate::auth::Authenticated;
@@ -129,28 +128,24 @@ pub(crate) async fn create_cluster(
             LifecycleAction::Created,
             now,
         );
-        let (cluster, written) =
-            clusters::create_announced(conn, caller.email(), &new, id, now, &[event]).await?;
-        let stored = StoredResponse {
-            status: 201,
-            body: serde_json::to_value(&cluster).map_err(|_| ApiError::internal())?,
-            resource_id: Some(cluster.id),
-        };
-        Ok::<_, ApiError>((stored, written))
+        clusters::create_announced(conn, caller.email(), &new, id, now, &[event]).await
     };
-    let (response, written) = match &idempotent {
-        None => insert(&mut conn).await?,
+    let (outcome, written) = match &idempotent {
+        None => {
+            let (cluster, written) = insert(&mut conn).await?;
+            (Created::New(cluster), written)
+        }
         Some(idempotent) => {
             conn.transaction::<_, ApiError, _>(async |conn| {
                 if let Some(stored) = idempotent
                     .claim(conn, caller.email(), now, state.idempotency_ttl)
                     .await?
                 {
-                    return Ok((stored, outbox::Written::default()));
+                    return Ok((Created::Replay(stored), outbox::Written::default()));
                 }
-                let (stored, written) = insert(conn).await?;
-                idempotent.complete(conn, caller.email(), &stored).await?;
-                Ok((stored, written))
+                let (cluster, written) = insert(conn).await?;
+                idempotent.complete(conn, caller.email(), &cluster).await?;
+                Ok((Created::New(cluster), written))
             })
             .await?
         }
@@ -159,28 +154,14 @@ pub(crate) async fn create_cluster(
     // The schedule row committed with the cluster makes its first reconcile due at once; the
     // trigger records the creation with the scheduler (and carries the trace there). A replay
     // created nothing and wrote no event, so it wakes and announces nothing.
-    if !written.is_empty()
-        && let Some(id) = response.resource_id
-    {
-        state
-            .reconcile
-            .fire(ResourceKind::Cluster, id, ReconcileReason::ClusterCreated);
+    if let Created::New(cluster) = &outcome {
+        state.reconcile.fire(
+            ResourceKind::Cluster,
+            cluster.id,
+            ReconcileReason::ClusterCreated,
+        );
     }
-    Ok(created("/api/v1/clusters", &response))
-}
-
-/// A 201 response (fresh or replayed) with `Location` and `ETag`.
-pub(crate) fn created(collection: &str, stored: &StoredResponse) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(stored.status)
-        .unwrap_or(actix_web::http::StatusCode::CREATED);
-    let mut response = HttpResponse::build(status);
-    if let Some(id) = stored.resource_id {
-        response.insert_header((header::LOCATION, format!("{collection}/{id}")));
-    }
-    if let Some(version) = stored.body.get("resource_version").and_then(|v| v.as_str()) {
-        response.insert_header((header::ETAG, super::etag(version)));
-    }
-    response.json(&stored.body)
+    Ok(outcome.respond("/api/v1/clusters"))
 }
 
 /// Get a cluster (with its aggregated status) and its `ETag`.

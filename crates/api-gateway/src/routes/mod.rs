@@ -316,14 +316,79 @@ impl Idempotent {
         }
     }
 
-    /// Records the response for the claimed key (same transaction as [`Idempotent::claim`]).
+    /// Records the 201 response for `resource`, created under the claimed key (same
+    /// transaction as [`Idempotent::claim`]).
     pub(crate) async fn complete(
         &self,
         conn: &mut cls_storage::AsyncPgConnection,
         caller: &str,
-        response: &StoredResponse,
+        resource: &impl CreatedResource,
     ) -> Result<(), ApiError> {
-        Ok(idempotency::complete(conn, caller, &self.key, response).await?)
+        let response = StoredResponse {
+            status: 201,
+            body: serde_json::to_value(resource).map_err(|_| ApiError::internal())?,
+            resource_id: Some(resource.id()),
+        };
+        Ok(idempotency::complete(conn, caller, &self.key, &response).await?)
+    }
+}
+
+/// A resource a `POST` creates: what its 201 response needs besides the body.
+pub(crate) trait CreatedResource: serde::Serialize {
+    fn id(&self) -> Uuid;
+    fn resource_version(&self) -> &str;
+}
+
+impl CreatedResource for cls_domain::resource::Cluster {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn resource_version(&self) -> &str {
+        &self.resource_version
+    }
+}
+
+impl CreatedResource for cls_domain::resource::NodePool {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn resource_version(&self) -> &str {
+        &self.resource_version
+    }
+}
+
+/// What a `POST` answers: the resource it just created, or, for a retry with the same
+/// `Idempotency-Key`, the response stored by the first request. A new resource is encoded
+/// once, straight into the response body.
+pub(crate) enum Created<T> {
+    New(T),
+    Replay(StoredResponse),
+}
+
+impl<T: CreatedResource> Created<T> {
+    /// The 201 response with `Location` (under `collection`) and `ETag`.
+    pub(crate) fn respond(&self, collection: &str) -> HttpResponse {
+        let (status, id, version) = match self {
+            Created::New(resource) => (201, Some(resource.id()), Some(resource.resource_version())),
+            Created::Replay(stored) => (
+                stored.status,
+                stored.resource_id,
+                stored.body.get("resource_version").and_then(|v| v.as_str()),
+            ),
+        };
+        let status = actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::CREATED);
+        let mut response = HttpResponse::build(status);
+        if let Some(id) = id {
+            response.insert_header((header::LOCATION, format!("{collection}/{id}")));
+        }
+        if let Some(version) = version {
+            response.insert_header((header::ETAG, etag(version)));
+        }
+        match self {
+            Created::New(resource) => response.json(resource),
+            Created::Replay(stored) => response.json(&stored.body),
+        }
     }
 }
 

@@ -14,16 +14,16 @@ use cls_domain::validate::{
     NodePoolIdentity, nodepool_create_violations, nodepool_update_violations,
     validate_nodepool_create, validate_nodepool_update,
 };
-use cls_storage::idempotency::StoredResponse;
 use cls_storage::{clusters, nodepools, outbox};
 use diesel_async::AsyncConnection as _;
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::clusters::{LIST_PARAMS, created};
+use super::clusters::LIST_PARAMS;
 use super::{
-    Idempotent, Query, check_if_match, if_match, json_body, lifecycle_event, path_id, with_etag,
+    Created, Idempotent, Query, check_if_match, if_match, json_body, lifecycle_event, path_id,
+    with_etag,
 };
 use crate::AppState;
 use crate::auth::Authenticated;
@@ -167,14 +167,14 @@ pub(crate) async fn create_nodepool_in(
     let idempotent = Idempotent::from_request(req, body)?;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool().get().await?;
-    let (response, written) = conn
+    let (outcome, written) = conn
         .transaction::<_, ApiError, _>(async |conn| {
             if let Some(idempotent) = &idempotent
                 && let Some(stored) = idempotent
                     .claim(conn, caller.email(), now, state.idempotency_ttl)
                     .await?
             {
-                return Ok((stored, outbox::Written::default()));
+                return Ok((Created::Replay(stored), outbox::Written::default()));
             }
             let cluster = clusters::lock_live(conn, &caller, cluster_id)
                 .await
@@ -204,19 +204,14 @@ pub(crate) async fn create_nodepool_in(
                 &[event],
             )
             .await?;
-            let stored = StoredResponse {
-                status: 201,
-                body: serde_json::to_value(&nodepool).map_err(|_| ApiError::internal())?,
-                resource_id: Some(nodepool.id),
-            };
             if let Some(idempotent) = &idempotent {
-                idempotent.complete(conn, caller.email(), &stored).await?;
+                idempotent.complete(conn, caller.email(), &nodepool).await?;
             }
-            Ok((stored, written))
+            Ok((Created::New(nodepool), written))
         })
         .await?;
     state.waker.wake(written);
-    Ok(created("/api/v1/nodepools", &response))
+    Ok(outcome.respond("/api/v1/nodepools"))
 }
 
 /// Get a nodepool (with its aggregated status) and its `ETag`.
