@@ -284,27 +284,16 @@ fn run_benchmarks(
     // Create (also seeds the list benchmark).
     let create_lua = std::env::temp_dir().join("cls-bench-create.lua");
     std::fs::write(&create_lua, CREATE_LUA.replace("USER", USER))?;
+    // A wrk run whose requests `lua` writes (its paths may differ from the URL's).
+    let clusters_url = format!("{base}/api/v1/clusters");
+    let scripted = |lua: &Path, extra: &[&str]| wrk_run(sh, wrk, &clusters_url, Some(lua), extra);
     let create = alternate(
         || pgbench_run(&["-f", &script]),
-        || {
-            wrk_run(
-                sh,
-                wrk,
-                &format!("{base}/api/v1/clusters"),
-                Some(&create_lua),
-                &[],
-            )
-        },
+        || scripted(&create_lua, &[]),
     )?;
     let mut total = cluster_count(&base, USER)?;
     while total < LIST_SIZE {
-        wrk_run(
-            sh,
-            wrk,
-            &format!("{base}/api/v1/clusters"),
-            Some(&create_lua),
-            &["-d", "5s"],
-        )?;
+        scripted(&create_lua, &["-d", "5s"])?;
         total = cluster_count(&base, USER)?;
     }
     // The list benchmark's owner has exactly the 10 000 clusters: copies of the ones
@@ -356,15 +345,7 @@ fn run_benchmarks(
     std::fs::write(&status_lua, status_lua_script(&ids))?;
     let status = alternate(
         || pgbench_run(&["-f", &upsert_script]),
-        || {
-            wrk_run(
-                sh,
-                wrk,
-                &format!("{base}/api/v1/clusters"),
-                Some(&status_lua),
-                &[],
-            )
-        },
+        || scripted(&status_lua, &[]),
     )?;
     let tracing = tracing_cost(
         sh,
@@ -519,17 +500,27 @@ struct Paired {
     pair_ratios: (f64, f64),
 }
 
-/// [`RATIO_TRIALS`] runs of `baseline` and `workload`, alternating, so both sides see the
-/// machine at the same speeds.
-fn alternate(
-    mut baseline: impl FnMut() -> anyhow::Result<f64>,
-    mut workload: impl FnMut() -> anyhow::Result<WrkResult>,
-) -> anyhow::Result<Paired> {
-    let (mut bases, mut runs) = (Vec::new(), Vec::new());
-    for _ in 0..RATIO_TRIALS {
-        bases.push(baseline()?);
-        runs.push(workload()?);
+/// `trials` runs of `first` and `second`, alternating, so both sides see the machine at the
+/// same speeds: one run differs by ±10 % from the next on two shared cores.
+fn alternating<A, B>(
+    trials: usize,
+    mut first: impl FnMut() -> anyhow::Result<A>,
+    mut second: impl FnMut() -> anyhow::Result<B>,
+) -> anyhow::Result<(Vec<A>, Vec<B>)> {
+    let (mut firsts, mut seconds) = (Vec::new(), Vec::new());
+    for _ in 0..trials {
+        firsts.push(first()?);
+        seconds.push(second()?);
     }
+    Ok((firsts, seconds))
+}
+
+/// [`RATIO_TRIALS`] runs of `baseline` and `workload`, [`alternating`].
+fn alternate(
+    baseline: impl FnMut() -> anyhow::Result<f64>,
+    workload: impl FnMut() -> anyhow::Result<WrkResult>,
+) -> anyhow::Result<Paired> {
+    let (mut bases, runs) = alternating(RATIO_TRIALS, baseline, workload)?;
     let errors = runs.iter().map(|r| r.errors).sum();
     let ratios = runs.iter().zip(&bases).map(|(run, base)| run.rps / base);
     let pair_ratios = ratios.fold((f64::INFINITY, 0.0_f64), |(lo, hi), r| {
@@ -595,13 +586,13 @@ fn tracing_cost(
         .find("/api/")
         .map_or(untraced_url, |i| &untraced_url[i..]);
     let traced_url = format!("http://127.0.0.1:{api_port}{path}");
-    // Alternating pairs, median of each side: one pair differs by ±10 % from the next on two
-    // shared cores, as much as the cost being measured.
-    let (mut offs, mut ons) = (Vec::new(), Vec::new());
-    for _ in 0..TRACING_PAIRS {
-        offs.push(wrk_run(sh, wrk, untraced_url, None, &["-H", header])?);
-        ons.push(wrk_run(sh, wrk, &traced_url, None, &["-H", header])?);
-    }
+    // Alternating pairs, median of each side: single runs vary by as much as the cost being
+    // measured.
+    let (offs, ons) = alternating(
+        TRACING_PAIRS,
+        || wrk_run(sh, wrk, untraced_url, None, &["-H", header]),
+        || wrk_run(sh, wrk, &traced_url, None, &["-H", header]),
+    )?;
     let (off, on) = (median_by_rps(offs), median_by_rps(ons));
     traced.stop(); // flushes its spans
     sink.stop();
