@@ -325,7 +325,7 @@ impl Idempotent {
         resource: &impl CreatedResource,
     ) -> Result<(), ApiError> {
         let response = StoredResponse {
-            status: 201,
+            status: actix_web::http::StatusCode::CREATED.as_u16(),
             body: serde_json::to_value(resource).map_err(|_| ApiError::internal())?,
             resource_id: Some(resource.id()),
         };
@@ -368,16 +368,19 @@ pub(crate) enum Created<T> {
 impl<T: CreatedResource> Created<T> {
     /// The 201 response with `Location` (under `collection`) and `ETag`.
     pub(crate) fn respond(&self, collection: &str) -> HttpResponse {
+        use actix_web::http::StatusCode;
         let (status, id, version) = match self {
-            Created::New(resource) => (201, Some(resource.id()), Some(resource.resource_version())),
+            Created::New(resource) => (
+                StatusCode::CREATED,
+                Some(resource.id()),
+                Some(resource.resource_version()),
+            ),
             Created::Replay(stored) => (
-                stored.status,
+                StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED),
                 stored.resource_id,
                 stored.body.get("resource_version").and_then(|v| v.as_str()),
             ),
         };
-        let status = actix_web::http::StatusCode::from_u16(status)
-            .unwrap_or(actix_web::http::StatusCode::CREATED);
         let mut response = HttpResponse::build(status);
         if let Some(id) = id {
             response.insert_header((header::LOCATION, format!("{collection}/{id}")));
