@@ -130,8 +130,14 @@ async fn idempotent_retries_make_one_resource_and_one_event() {
                     .unwrap();
                 let location = response.headers()["location"].to_str().unwrap().to_owned();
                 let etag = response.headers()["etag"].to_str().unwrap().to_owned();
-                let (status, body) = read(response).await;
-                (status, location, etag, body)
+                let content_type = response.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                let status = response.status();
+                // The bytes, not only the JSON value: a retry gets the original response.
+                let body = response.text().await.unwrap();
+                (status, location, etag, content_type, body)
             })
         })
         .collect();
@@ -143,6 +149,17 @@ async fn idempotent_retries_make_one_resource_and_one_event() {
         assert_eq!(response.0, StatusCode::CREATED);
         assert_eq!(response, &responses[0], "identical responses");
     }
+    let created: Value = serde_json::from_str(&responses[0].4).unwrap();
+    conforms(
+        "/api/v1/clusters",
+        responses[0].0,
+        Some(responses[0].3.as_str()),
+        &created,
+    );
+    assert_eq!(
+        responses[0].2,
+        format!("\"{}\"", created["resource_version"].as_str().unwrap())
+    );
     assert_eq!(app.outbox_types().await, ["cluster.created"]);
     let (_, list) = app.get("/api/v1/clusters", ALICE).await;
     assert_eq!(list["total"], 1);
@@ -158,25 +175,21 @@ async fn idempotent_retries_make_one_resource_and_one_event() {
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["created_by"], BOB);
     // Nodepools too.
-    let cluster_id = responses[0].3["id"].as_str().unwrap();
-    let first = app
-        .post_with_key(
-            "/api/v1/nodepools",
-            ALICE,
-            "np-1",
-            &cli_nodepool(cluster_id, "np", 2),
-        )
-        .await;
-    let second = app
-        .post_with_key(
-            "/api/v1/nodepools",
-            ALICE,
-            "np-1",
-            &cli_nodepool(cluster_id, "np", 2),
-        )
-        .await;
+    let cluster_id = created["id"].as_str().unwrap();
+    let create_nodepool = async || {
+        let response = app
+            .request(Method::POST, "/api/v1/nodepools", Some(ALICE))
+            .header("Idempotency-Key", "np-1")
+            .json(&cli_nodepool(cluster_id, "np", 2))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    let first = create_nodepool().await;
+    let second = create_nodepool().await;
     assert_eq!(first.0, StatusCode::CREATED);
-    assert_eq!(first, second);
+    assert_eq!(first, second, "the retry gets the same bytes");
     assert_eq!(
         app.outbox_types().await,
         ["cluster.created", "cluster.created", "nodepool.created"]

@@ -2,8 +2,15 @@
 //! replicas. A key is claimed in the transaction that creates the resource, so the record
 //! commits with the resource or not at all; a concurrent retry with the same key waits on the
 //! unique index until the first transaction ends, then replays its stored response.
+//!
+//! A response is stored as the exact text that was sent (`response_text`), so a replay is
+//! the same bytes. It is also written to `response_body` (`jsonb`), which the previous
+//! release reads for its replays; a record that release wrote has only `response_body`, and
+//! replays as that value's text (see migration `2026-12-07-000001_idempotency_response_text`).
 
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::{Jsonb, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
@@ -29,7 +36,8 @@ pub enum Claim {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredResponse {
     pub status: u16,
-    pub body: Value,
+    /// The response body, exactly as it was sent (JSON text).
+    pub body: String,
     pub resource_id: Option<Uuid>,
 }
 
@@ -80,7 +88,7 @@ pub async fn claim(
     if inserted == 1 {
         return Ok(Claim::New);
     }
-    let (scope, hash, status, body, resource_id): (String, String, i16, Value, Option<Uuid>) =
+    let (scope, hash, status, body, resource_id): (String, String, i16, String, Option<Uuid>) =
         idempotency_keys::table
             .filter(idempotency_keys::caller.eq(request.caller))
             .filter(idempotency_keys::key.eq(request.key))
@@ -88,7 +96,7 @@ pub async fn claim(
                 idempotency_keys::request_scope,
                 idempotency_keys::request_hash,
                 idempotency_keys::response_status,
-                idempotency_keys::response_body,
+                sql::<Text>("COALESCE(response_text, response_body::text)"),
                 idempotency_keys::resource_id,
             ))
             .first(conn)
@@ -117,7 +125,11 @@ pub async fn complete(
     )
     .set((
         idempotency_keys::response_status.eq(i16::try_from(response.status).unwrap_or(500)),
-        idempotency_keys::response_body.eq(&response.body),
+        idempotency_keys::response_text.eq(&response.body),
+        // For the previous release's replays; Postgres parses the same text.
+        idempotency_keys::response_body.eq(sql::<Jsonb>("CAST(")
+            .bind::<Text, _>(&response.body)
+            .sql(" AS jsonb)")),
         idempotency_keys::resource_id.eq(response.resource_id),
     ))
     .execute(conn)

@@ -144,8 +144,10 @@ pub(crate) async fn create_cluster(
                     return Ok((Created::Replay(stored), outbox::Written::default()));
                 }
                 let (cluster, written) = insert(conn).await?;
-                idempotent.complete(conn, caller.email(), &cluster).await?;
-                Ok((Created::New(cluster), written))
+                Ok((
+                    idempotent.complete(conn, caller.email(), cluster).await?,
+                    written,
+                ))
             })
             .await?
         }
@@ -154,7 +156,7 @@ pub(crate) async fn create_cluster(
     // The schedule row committed with the cluster makes its first reconcile due at once; the
     // trigger records the creation with the scheduler (and carries the trace there). A replay
     // created nothing and wrote no event, so it wakes and announces nothing.
-    if let Created::New(cluster) = &outcome {
+    if let Some(cluster) = outcome.created() {
         state.reconcile.fire(
             ResourceKind::Cluster,
             cluster.id,

@@ -317,19 +317,24 @@ impl Idempotent {
     }
 
     /// Records the 201 response for `resource`, created under the claimed key (same
-    /// transaction as [`Idempotent::claim`]).
-    pub(crate) async fn complete(
+    /// transaction as [`Idempotent::claim`]), and returns it: the request answers with the
+    /// very body its retries replay.
+    pub(crate) async fn complete<T: CreatedResource>(
         &self,
         conn: &mut cls_storage::AsyncPgConnection,
         caller: &str,
-        resource: &impl CreatedResource,
-    ) -> Result<(), ApiError> {
+        resource: T,
+    ) -> Result<Created<T>, ApiError> {
         let response = StoredResponse {
             status: actix_web::http::StatusCode::CREATED.as_u16(),
-            body: serde_json::to_value(resource).map_err(|_| ApiError::internal())?,
+            body: serde_json::to_string(&resource).map_err(|_| ApiError::internal())?,
             resource_id: Some(resource.id()),
         };
-        Ok(idempotency::complete(conn, caller, &self.key, &response).await?)
+        idempotency::complete(conn, caller, &self.key, &response).await?;
+        Ok(Created::Recorded {
+            resource,
+            body: response.body,
+        })
     }
 }
 
@@ -358,27 +363,46 @@ impl CreatedResource for cls_domain::resource::NodePool {
 }
 
 /// What a `POST` answers: the resource it just created, or, for a retry with the same
-/// `Idempotency-Key`, the response stored by the first request. A new resource is encoded
-/// once, straight into the response body.
+/// `Idempotency-Key`, the response stored by the first request.
 pub(crate) enum Created<T> {
+    /// Created without a key: encoded once, straight into the response body.
     New(T),
+    /// Created under a key: `body` is the encoding stored with the key, sent as it is.
+    Recorded { resource: T, body: String },
+    /// A retry: the first request's response, byte for byte.
     Replay(StoredResponse),
 }
 
+/// The one field of a stored response that its replay needs for the `ETag`.
+#[derive(serde::Deserialize)]
+struct StoredVersion {
+    resource_version: Option<String>,
+}
+
 impl<T: CreatedResource> Created<T> {
+    /// The resource this request created; `None` for a replay, which created nothing.
+    pub(crate) fn created(&self) -> Option<&T> {
+        match self {
+            Created::New(resource) | Created::Recorded { resource, .. } => Some(resource),
+            Created::Replay(_) => None,
+        }
+    }
+
     /// The 201 response with `Location` (under `collection`) and `ETag`.
-    pub(crate) fn respond(&self, collection: &str) -> HttpResponse {
+    pub(crate) fn respond(self, collection: &str) -> HttpResponse {
         use actix_web::http::StatusCode;
-        let (status, id, version) = match self {
-            Created::New(resource) => (
+        let (status, id, version) = match &self {
+            Created::New(resource) | Created::Recorded { resource, .. } => (
                 StatusCode::CREATED,
                 Some(resource.id()),
-                Some(resource.resource_version()),
+                Some(resource.resource_version().to_owned()),
             ),
             Created::Replay(stored) => (
                 StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED),
                 stored.resource_id,
-                stored.body.get("resource_version").and_then(|v| v.as_str()),
+                serde_json::from_str::<StoredVersion>(&stored.body)
+                    .ok()
+                    .and_then(|stored| stored.resource_version),
             ),
         };
         let mut response = HttpResponse::build(status);
@@ -386,11 +410,15 @@ impl<T: CreatedResource> Created<T> {
             response.insert_header((header::LOCATION, format!("{collection}/{id}")));
         }
         if let Some(version) = version {
-            response.insert_header((header::ETAG, etag(version)));
+            response.insert_header((header::ETAG, etag(&version)));
         }
         match self {
-            Created::New(resource) => response.json(resource),
-            Created::Replay(stored) => response.json(&stored.body),
+            Created::New(resource) => response.json(&resource),
+            Created::Recorded { body, .. } | Created::Replay(StoredResponse { body, .. }) => {
+                response
+                    .insert_header(header::ContentType::json())
+                    .body(body)
+            }
         }
     }
 }

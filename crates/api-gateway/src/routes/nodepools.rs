@@ -204,10 +204,11 @@ pub(crate) async fn create_nodepool_in(
                 &[event],
             )
             .await?;
-            if let Some(idempotent) = &idempotent {
-                idempotent.complete(conn, caller.email(), &nodepool).await?;
-            }
-            Ok((Created::New(nodepool), written))
+            let created = match &idempotent {
+                Some(idempotent) => idempotent.complete(conn, caller.email(), nodepool).await?,
+                None => Created::New(nodepool),
+            };
+            Ok((created, written))
         })
         .await?;
     state.waker.wake(written);

@@ -1,0 +1,11 @@
+-- A retry with the same Idempotency-Key must get the original response back, byte for byte.
+-- `response_body` is `jsonb`, which keeps neither key order nor spacing, so a replay came
+-- back with its keys sorted: the same JSON value, but not the same response. The exact text
+-- of the first response goes here now.
+--
+-- Expand, then contract: the release before this one reads `response_body` for its replays,
+-- so this release writes both columns (`response_body` cast from the same text) and replays
+-- `response_body` as text where `response_text` is missing (a record that release wrote).
+-- Records live for IDEMPOTENCY_TTL (24 h by default); the release after this one can stop
+-- writing `response_body` and drop it.
+ALTER TABLE idempotency_keys ADD COLUMN response_text text;
