@@ -275,6 +275,11 @@ async fn pagination_clamps_orders_and_filters() {
     );
     let (_, clamped) = app.get("/api/v1/clusters?limit=1000", ALICE).await;
     assert_eq!(clamped["limit"], 100);
+    let (status, clamped) = app
+        .get("/api/v1/clusters?limit=99999999999999999999999", ALICE)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(clamped["limit"], 100);
     let (_, even) = app
         .get("/api/v1/clusters?labels=parity=even,team=infra", ALICE)
         .await;

@@ -125,6 +125,8 @@ async fn malformed_requests_get_clear_problems() {
         "limit=abc",
         "limit=-1",
         "limit=0",
+        "limit=1.5",
+        "limit=+-3",
         "offset=-5",
         "status=Sleeping",
         "labels=novalue",

@@ -473,11 +473,13 @@ impl Query {
         let bad = |message: String| ApiError::new(ErrorCode::InvalidQuery, message);
         let limit = match self.get("limit") {
             None => 50,
-            Some(raw) => match raw.parse::<i64>() {
-                Ok(n) if n >= 1 => n.min(100),
+            // Any positive integer, however large, is clamped to 100 (SPEC §3.4).
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(n) if n >= 1 => n.min(100) as i64,
+                Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => 100,
                 _ => {
                     return Err(bad(format!(
-                        "limit must be an integer from 1 to 100 (got '{raw}')"
+                        "limit must be a positive integer; values above 100 are clamped to 100 (got '{raw}')"
                     )));
                 }
             },
