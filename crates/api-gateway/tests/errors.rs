@@ -9,6 +9,16 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// A validation problem's `errors`, as (field, message) pairs.
+fn field_errors(body: &serde_json::Value) -> Vec<(&str, &str)> {
+    body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_clear_problems() {
     let app = TestApp::spawn().await;
@@ -72,6 +82,39 @@ async fn malformed_requests_get_clear_problems() {
         .collect();
     assert_eq!(fields, ["lables", "spec.platform.gcp.regoin", "name"]);
 
+    // Keys given twice are named too (no parser's choice between them is silently taken),
+    // with every other violation; nothing is created.
+    let mut twice = cli_cluster("Bad Name");
+    twice["labels"] = json!({"team": "a"});
+    let twice = twice
+        .to_string()
+        .replacen(r#""team":"a""#, r#""team":"a","team":"b""#, 1);
+    assert!(twice.contains(r#""team":"b""#), "{twice}");
+    let response = app
+        .request(Method::POST, "/api/v1/clusters", Some(ALICE))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{}, "description": "x", "description": "y"}}"#,
+            twice.trim_end_matches('}')
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(response).await;
+    assert_problem(status, &body, 400, "VALIDATION_FAILED");
+    let errors = field_errors(&body);
+    assert_eq!(
+        errors[..2],
+        [
+            ("labels.team", "is given more than once"),
+            ("description", "is given more than once"),
+        ],
+        "{body}"
+    );
+    assert_eq!(errors[2].0, "name", "{body}");
+    let (_, list) = app.get("/api/v1/clusters", ALICE).await;
+    assert_eq!(list["total"], 0, "{list}");
+
     // Wrong types and missing fields, all reported, together with the other violations.
     let mut mistyped = cli_cluster("Bad Name");
     mistyped["labels"] = json!({"team": 7});
@@ -79,12 +122,7 @@ async fn malformed_requests_get_clear_problems() {
     mistyped["spec"]["infraID"] = json!("abcdefghijklmnop");
     let (status, body) = app.post("/api/v1/clusters", ALICE, &mistyped).await;
     assert_problem(status, &body, 400, "VALIDATION_FAILED");
-    let errors: Vec<(&str, &str)> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["field"].as_str().unwrap(), e["message"].as_str().unwrap()))
-        .collect();
+    let errors = field_errors(&body);
     let fields: Vec<&str> = errors.iter().map(|(field, _)| *field).collect();
     assert_eq!(
         fields,

@@ -386,6 +386,26 @@ async fn bad_reports_are_refused_with_clear_errors_and_change_nothing() {
     let (status, body) = put_report(&app, &path, &typo).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["errors"][0]["field"], "observed_generaton");
+    // A key given twice: which one would count is up to the parser, so neither does.
+    let twice = report("ctl-b", 1, true, false).to_string().replacen(
+        r#""controller_name":"ctl-b""#,
+        r#""controller_name":"ctl-b","controller_name":"ctl-c""#,
+        1,
+    );
+    assert!(twice.contains("ctl-c"), "{twice}");
+    let response = app
+        .request(Method::PUT, &path, Some(CONTROLLER))
+        .header("content-type", "application/json")
+        .body(twice)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["errors"],
+        json!([{"field": "controller_name", "message": "is given more than once"}])
+    );
     // A wrong type does not hide the other violations.
     let mut mixed = report("ctl-a", 1, true, false);
     mixed["observed_generation"] = json!("one");

@@ -1,9 +1,12 @@
 //! Parsing request bodies: every unknown field is reported with its JSON path (typos must not
-//! vanish silently), and a type error names the field it occurred in.
+//! vanish silently), so is every key given twice in one object (JSON parsers disagree on
+//! which one counts), and a type error names the field it occurred in.
 
 use std::collections::HashMap;
+use std::fmt;
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 use serde_path_to_error::Segment;
 
 use crate::error::FieldError;
@@ -25,9 +28,143 @@ pub enum ParseError {
 /// All unknown fields are collected, each as "unknown field" at its path; a type error or a
 /// missing required field is reported at its path too.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8], dropped: &[&str]) -> Result<T, ParseError> {
-    let mut value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ParseError::Syntax(e.to_string()))?;
-    parse_value(&mut value, dropped)
+    parse_json_checked(body, dropped, |_| Vec::new())
+}
+
+/// [`parse_json`] with the request's validation: like [`parse_value_checked`], and a key given
+/// more than once in an object ("is given more than once" at its path) is a violation too,
+/// reported with every other one. Duplicates of a top-level key in `dropped` are ignored with
+/// it.
+pub fn parse_json_checked<T: DeserializeOwned>(
+    body: &[u8],
+    dropped: &[&str],
+    check: impl FnOnce(T) -> Vec<FieldError>,
+) -> Result<T, ParseError> {
+    let mut duplicates = Vec::new();
+    let mut document = serde_json::Deserializer::from_slice(body);
+    let mut value = StrictValue {
+        path: &Path::Root,
+        duplicates: &mut duplicates,
+    }
+    .deserialize(&mut document)
+    // Nothing but whitespace may follow, as with `serde_json::from_slice`.
+    .and_then(|value| document.end().map(|()| value))
+    .map_err(|e| ParseError::Syntax(e.to_string()))?;
+    duplicates.retain(|d: &FieldError| !dropped.contains(&d.field.as_str()));
+    if duplicates.is_empty() {
+        return parse_value_checked(&mut value, dropped, check);
+    }
+    let mut check = Some(check);
+    let parsed = parse_value_checked(&mut value, dropped, |rest| {
+        check.take().map_or_else(Vec::new, |check| check(rest))
+    });
+    let mut errors = duplicates;
+    match parsed {
+        Ok(rest) => errors.extend(check.take().map_or_else(Vec::new, |check| check(rest))),
+        Err(ParseError::Shape(more)) => errors.extend(more),
+        Err(syntax) => return Err(syntax),
+    }
+    Err(ParseError::Shape(errors))
+}
+
+/// Where a value sits in the document, rendered only when a duplicate is found.
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Key(Path::Root, key) => f.write_str(key),
+            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
+}
+
+/// Deserializes a JSON value as `serde_json::Value` does (the last of repeated keys wins),
+/// recording the path of every repeated key.
+struct StrictValue<'p, 'd> {
+    path: &'p Path<'p>,
+    duplicates: &'d mut Vec<FieldError>,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictValue<'_, '_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue<'_, '_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(StrictValue {
+            path: &Path::Index(self.path, items.len()),
+            duplicates: &mut *self.duplicates,
+        })? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = Path::Key(self.path, &key);
+            let value = map.next_value_seed(StrictValue {
+                path: &path,
+                duplicates: &mut *self.duplicates,
+            })?;
+            if object.contains_key(&key) {
+                let field = path.to_string();
+                let error = FieldError::new(field, "is given more than once");
+                if !self.duplicates.contains(&error) {
+                    self.duplicates.push(error);
+                }
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// Like [`parse_json`] for an already parsed value (the dropped keys are removed from it;
@@ -374,6 +511,78 @@ mod tests {
         );
         assert!(matches!(
             parse_json::<UpdateClusterRequest>(b"{\"spec\": ", &[]),
+            Err(ParseError::Syntax(_))
+        ));
+    }
+
+    fn duplicate_errors(body: &str) -> Vec<String> {
+        use crate::validate::{ReleaseDefaults, cluster_create_violations};
+        let defaults = ReleaseDefaults {
+            version: "4.16.0",
+            channel_group: "stable",
+        };
+        match parse_json_checked::<CreateClusterRequest>(
+            body.as_bytes(),
+            &SERVER_OWNED_FIELDS,
+            |rest| cluster_create_violations(rest, defaults),
+        ) {
+            Err(ParseError::Shape(errors)) => errors.iter().map(ToString::to_string).collect(),
+            other => panic!("expected shape errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_given_twice_are_violations_at_their_paths() {
+        let spec = r#"{"infraID": "c1", "platform": {"type": "gcp"}}"#;
+        assert_eq!(
+            duplicate_errors(&format!(
+                r#"{{"name": "c1", "labels": {{"a": "1", "a": "2"}}, "spec": {spec}, "name": "c2"}}"#
+            )),
+            // In document order: the second `name` comes last.
+            [
+                "labels.a: is given more than once",
+                "name: is given more than once"
+            ]
+        );
+        // Inside arrays, reported once however often repeated, and beside every other
+        // violation of the body.
+        assert_eq!(
+            duplicate_errors(
+                r#"{"name": "Bad", "spec": {"infraID": "c1", "platform": {"type": "gcp"},
+                    "networking": {"clusterNetwork": [{"cidr": "a"}, {"cidr": "b", "cidr": "c", "cidr": "d"}]},
+                    "typo": 1}}"#
+            ),
+            [
+                "spec.networking.clusterNetwork[1].cidr: is given more than once",
+                "spec.typo: unknown field",
+                "name: must be a lowercase DNS label: start with a lowercase letter, contain only lowercase letters, digits, or hyphens, and end with a letter or digit",
+            ]
+        );
+        // A server-owned field is ignored, twice or not.
+        let ignored: CreateClusterRequest = parse_json(
+            format!(r#"{{"id": "x", "id": "y", "name": "c1", "spec": {spec}}}"#).as_bytes(),
+            &SERVER_OWNED_FIELDS,
+        )
+        .unwrap();
+        assert_eq!(ignored.name.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn the_strict_parser_reads_values_as_serde_json_does() {
+        let body = br#" {"a": [1, -2, 3.5, 18446744073709551615, 1e300, 18446744073709551616, true, null, "s\u00e9"],
+                         "b": {"c": {}}, "d": []} "#;
+        let mut strict = Vec::new();
+        let value = StrictValue {
+            path: &Path::Root,
+            duplicates: &mut strict,
+        }
+        .deserialize(&mut serde_json::Deserializer::from_slice(body))
+        .unwrap();
+        assert_eq!(value, serde_json::from_slice::<Value>(body).unwrap());
+        assert!(strict.is_empty());
+        // What follows the document is a syntax error, as with `serde_json::from_slice`.
+        assert!(matches!(
+            parse_json::<UpdateClusterRequest>(br#"{"spec": {}} {}"#, &[]),
             Err(ParseError::Syntax(_))
         ));
     }

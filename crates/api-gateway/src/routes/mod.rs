@@ -11,7 +11,7 @@ use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use cls_domain::ErrorCode;
 use cls_domain::FieldError;
 use cls_domain::event::{Envelope, LifecycleAction, LifecycleEvent, ResourceRef};
-use cls_domain::parse::{ParseError, parse_value_checked};
+use cls_domain::parse::{ParseError, parse_json_checked};
 use cls_domain::resource::Labels;
 use cls_domain::status::Phase;
 use cls_storage::ListQuery;
@@ -146,8 +146,8 @@ pub(crate) fn cors(origins: &[String]) -> Cors {
     }
 }
 
-/// Requires a JSON content type and parses the body into `T`, reporting unknown fields and
-/// shape errors with their paths. Top-level `dropped` keys are ignored. When the body has
+/// Requires a JSON content type and parses the body into `T`, reporting unknown fields, keys
+/// given twice and shape errors with their paths. Top-level `dropped` keys are ignored. When the body has
 /// shape errors, `check` (the request's validation) runs on the rest, so every violation is
 /// reported at once.
 pub(crate) fn json_body<T: DeserializeOwned>(
@@ -163,14 +163,11 @@ pub(crate) fn json_body<T: DeserializeOwned>(
             "Content-Type must be application/json",
         ));
     }
-    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
+    parse_json_checked(body, dropped, check).map_err(|e| match e {
+        ParseError::Syntax(message) => ApiError::new(
             ErrorCode::InvalidJson,
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
-    parse_value_checked(&mut value, dropped, check).map_err(|e| match e {
-        ParseError::Syntax(message) => ApiError::new(ErrorCode::InvalidJson, message),
+            format!("request body is not valid JSON: {message}"),
+        ),
         ParseError::Shape(errors) => ApiError::validation(errors),
     })
 }
