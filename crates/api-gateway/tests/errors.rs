@@ -52,15 +52,25 @@ async fn malformed_requests_get_clear_problems() {
     );
 
     // Wrong content type.
-    let response = app
-        .request(Method::POST, "/api/v1/clusters", Some(ALICE))
-        .header("Content-Type", "text/plain")
-        .body(cli_cluster("c").to_string())
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(response).await;
-    assert_problem(status, &body, 415, "UNSUPPORTED_MEDIA_TYPE");
+    let post_as = async |content_type: &str, who: &str, name: &str| {
+        let body = cli_cluster(name).to_string();
+        app.send_raw(Method::POST, "/api/v1/clusters", who, content_type, body)
+            .await
+    };
+    for content_type in ["text/plain", "application/jsonp", "text/json+x"] {
+        let (status, body) = post_as(content_type, ALICE, "c").await;
+        assert_problem(status, &body, 415, "UNSUPPORTED_MEDIA_TYPE");
+    }
+    // Media types compare case-insensitively and may carry parameters (RFC 9110 §8.3.1).
+    for (content_type, name) in [
+        ("application/json; charset=utf-8", "ct-charset"),
+        ("Application/JSON", "ct-case"),
+        ("application/merge-patch+json", "ct-suffix"),
+    ] {
+        // As Bob: Alice's clusters are counted below.
+        let (status, body) = post_as(content_type, BOB, name).await;
+        assert_eq!(status, StatusCode::CREATED, "{content_type}: {body}");
+    }
 
     // Over 1 MiB.
     let mut huge = cli_cluster("c");
@@ -90,17 +100,19 @@ async fn malformed_requests_get_clear_problems() {
         .to_string()
         .replacen(r#""team":"a""#, r#""team":"a","team":"b""#, 1);
     assert!(twice.contains(r#""team":"b""#), "{twice}");
-    let response = app
-        .request(Method::POST, "/api/v1/clusters", Some(ALICE))
-        .header("content-type", "application/json")
-        .body(format!(
-            r#"{}, "description": "x", "description": "y"}}"#,
-            twice.trim_end_matches('}')
-        ))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(response).await;
+    let twice = format!(
+        r#"{}, "description": "x", "description": "y"}}"#,
+        twice.trim_end_matches('}')
+    );
+    let (status, body) = app
+        .send_raw(
+            Method::POST,
+            "/api/v1/clusters",
+            ALICE,
+            "application/json",
+            twice,
+        )
+        .await;
     assert_problem(status, &body, 400, "VALIDATION_FAILED");
     let errors = field_errors(&body);
     assert_eq!(

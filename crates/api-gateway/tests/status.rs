@@ -393,14 +393,9 @@ async fn bad_reports_are_refused_with_clear_errors_and_change_nothing() {
         1,
     );
     assert!(twice.contains("ctl-c"), "{twice}");
-    let response = app
-        .request(Method::PUT, &path, Some(CONTROLLER))
-        .header("content-type", "application/json")
-        .body(twice)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(response).await;
+    let (status, body) = app
+        .send_raw(Method::PUT, &path, CONTROLLER, "application/json", twice)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(
         body["errors"],

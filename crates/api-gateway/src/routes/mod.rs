@@ -156,7 +156,8 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     dropped: &[&str],
     check: impl FnOnce(T) -> Vec<FieldError>,
 ) -> Result<T, ApiError> {
-    let content_type = req.content_type();
+    // The type without its parameters; media types compare case-insensitively.
+    let content_type = req.content_type().to_ascii_lowercase();
     if content_type != "application/json" && !content_type.ends_with("+json") {
         return Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,

@@ -167,6 +167,26 @@ impl TestApp {
         .await
     }
 
+    /// Sends `body` as it is, with `content_type`: for bodies `serde_json` would not write.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        who: &str,
+        content_type: &str,
+        body: String,
+    ) -> (StatusCode, Value) {
+        read(
+            self.request(method, path, Some(who))
+                .header("Content-Type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     /// Creates a cluster as `who` and returns it.
     pub async fn create_cluster(&self, who: &str, name: &str) -> Value {
         let (status, body) = self.post("/api/v1/clusters", who, &cli_cluster(name)).await;
