@@ -280,6 +280,12 @@ async fn pagination_clamps_orders_and_filters() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(clamped["limit"], 100);
+    let (status, beyond) = app
+        .get("/api/v1/clusters?offset=99999999999999999999999", ALICE)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{beyond}");
+    assert_eq!(beyond["clusters"], json!([]));
+    assert_eq!(beyond["offset"], i64::MAX);
     let (_, even) = app
         .get("/api/v1/clusters?labels=parity=even,team=infra", ALICE)
         .await;

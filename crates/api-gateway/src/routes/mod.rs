@@ -486,6 +486,8 @@ impl Query {
             None => 0,
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if n >= 0 => n,
+                // Past any page there is: an empty one, not an error.
+                Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => i64::MAX,
                 _ => {
                     return Err(bad(format!(
                         "offset must be a non-negative integer (got '{raw}')"
