@@ -102,7 +102,7 @@ async fn malformed_requests_get_clear_problems() {
     assert!(twice.contains(r#""team":"b""#), "{twice}");
     let twice = format!(
         r#"{}, "description": "x", "description": "y"}}"#,
-        twice.trim_end_matches('}')
+        twice.strip_suffix('}').unwrap()
     );
     let (status, body) = app
         .send_raw(

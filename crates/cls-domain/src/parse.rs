@@ -51,16 +51,14 @@ pub fn parse_json_checked<T: DeserializeOwned>(
     .and_then(|value| document.end().map(|()| value))
     .map_err(|e| ParseError::Syntax(e.to_string()))?;
     duplicates.retain(|d: &FieldError| !dropped.contains(&d.field.as_str()));
-    if duplicates.is_empty() {
-        return parse_value_checked(&mut value, dropped, check);
-    }
+    // `check` runs once: on the rest of a body with shape errors, or on a parsed body whose
+    // only problems are duplicates.
     let mut check = Some(check);
-    let parsed = parse_value_checked(&mut value, dropped, |rest| {
-        check.take().map_or_else(Vec::new, |check| check(rest))
-    });
+    let mut run_check = |rest: T| check.take().map_or_else(Vec::new, |check| check(rest));
     let mut errors = duplicates;
-    match parsed {
-        Ok(rest) => errors.extend(check.take().map_or_else(Vec::new, |check| check(rest))),
+    match parse_value_checked(&mut value, dropped, &mut run_check) {
+        Ok(parsed) if errors.is_empty() => return Ok(parsed),
+        Ok(parsed) => errors.extend(run_check(parsed)),
         Err(ParseError::Shape(more)) => errors.extend(more),
         Err(syntax) => return Err(syntax),
     }

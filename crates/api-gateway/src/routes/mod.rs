@@ -147,9 +147,9 @@ pub(crate) fn cors(origins: &[String]) -> Cors {
 }
 
 /// Requires a JSON content type and parses the body into `T`, reporting unknown fields, keys
-/// given twice and shape errors with their paths. Top-level `dropped` keys are ignored. When the body has
-/// shape errors, `check` (the request's validation) runs on the rest, so every violation is
-/// reported at once.
+/// given twice and shape errors with their paths. Top-level `dropped` keys are ignored. When
+/// the body has shape errors, `check` (the request's validation) runs on the rest, so every
+/// violation is reported at once.
 pub(crate) fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     body: &[u8],
@@ -389,18 +389,20 @@ impl<T: CreatedResource> Created<T> {
     /// The 201 response with `Location` (under `collection`) and `ETag`.
     pub(crate) fn respond(self, collection: &str) -> HttpResponse {
         use actix_web::http::StatusCode;
+        use std::borrow::Cow;
         let (status, id, version) = match &self {
             Created::New(resource) | Created::Recorded { resource, .. } => (
                 StatusCode::CREATED,
                 Some(resource.id()),
-                Some(resource.resource_version().to_owned()),
+                Some(Cow::Borrowed(resource.resource_version())),
             ),
             Created::Replay(stored) => (
                 StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED),
                 stored.resource_id,
                 serde_json::from_str::<StoredVersion>(&stored.body)
                     .ok()
-                    .and_then(|stored| stored.resource_version),
+                    .and_then(|stored| stored.resource_version)
+                    .map(Cow::Owned),
             ),
         };
         let mut response = HttpResponse::build(status);
