@@ -15,7 +15,6 @@ pub mod env {
     pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
     pub const PORT: &str = "PORT";
     pub const METRICS_PORT: &str = "METRICS_PORT";
-    pub const LOG_LEVEL: &str = "LOG_LEVEL";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const AUTH_MODE: &str = "AUTH_MODE";
     pub const DISABLE_AUTH: &str = "DISABLE_AUTH";
@@ -167,7 +166,7 @@ impl Config {
             database_max_connections: vars.number(env::DATABASE_MAX_CONNECTIONS, 16, 1..=1000)?,
             port: vars.number(env::PORT, 8080, 0..=65535)?,
             metrics_port: vars.number(env::METRICS_PORT, 8081, 0..=65535)?,
-            log_level: get(env::LOG_LEVEL).unwrap_or("info").to_owned(),
+            log_level: vars.log_level()?,
             log_format,
             otlp_endpoint: vars.otlp_endpoint()?,
             auth,
@@ -306,6 +305,9 @@ mod tests {
                 "DEFAULT_CHANNEL_GROUP",
             ),
             (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (vec![("LOG_LEVEL", "verbose")], "LOG_LEVEL"),
+            (vec![("LOG_LEVEL", "info,cls_storage=loud")], "LOG_LEVEL"),
+            (vec![("RUST_LOG", "info,foo=bar")], "RUST_LOG"),
         ] {
             let err = config(&pairs).unwrap_err();
             assert_eq!(err.variable, variable, "{pairs:?}: {err}");
@@ -315,6 +317,12 @@ mod tests {
             Config::from_vars(&HashMap::new()).unwrap_err().variable,
             "DATABASE_URL"
         );
+        assert_eq!(
+            config(&[("PORT", "70000")]).unwrap_err().message,
+            "must be between 0 and 65535 (got 70000)"
+        );
+        let quiet = config(&[("LOG_LEVEL", "warn,cls_storage=debug")]).unwrap();
+        assert_eq!(quiet.log_level, "warn,cls_storage=debug");
     }
 
     #[test]

@@ -16,6 +16,7 @@ fn invalid_configuration_exits_64_naming_the_variable() {
         ("PORT", "eighty"),
         ("AUTH_MODE", "sometimes"),
         ("REQUEST_TIMEOUT", "later"),
+        ("LOG_LEVEL", "verbose"),
     ] {
         let output = Command::new(BIN)
             .env_clear()

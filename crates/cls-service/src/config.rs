@@ -29,6 +29,7 @@ pub mod env {
     pub const GRPC_PORT: &str = "GRPC_PORT";
     pub const METRICS_PORT: &str = "METRICS_PORT";
     pub const LOG_LEVEL: &str = "LOG_LEVEL";
+    pub const RUST_LOG: &str = "RUST_LOG";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
@@ -93,18 +94,27 @@ impl<'a> Vars<'a> {
         let Some(raw) = self.get(name) else {
             return Ok(default);
         };
-        let value: T = raw
-            .parse()
-            .map_err(|_| invalid(name, format!("must be a number (got '{raw}')")))?;
-        if !range.contains(&value) {
-            return Err(invalid(
+        let out_of_range = || {
+            invalid(
                 name,
                 format!(
-                    "must be between {} and {} (got {value})",
+                    "must be between {} and {} (got {raw})",
                     range.start(),
                     range.end()
                 ),
-            ));
+            )
+        };
+        let value: T = raw.parse().map_err(|_| {
+            // An integer too large (or negative) for the type is out of range, not "not a
+            // number": `PORT=99999` must say which values are allowed.
+            if raw.parse::<i128>().is_ok() {
+                out_of_range()
+            } else {
+                invalid(name, format!("must be a number (got '{raw}')"))
+            }
+        })?;
+        if !range.contains(&value) {
+            return Err(out_of_range());
         }
         Ok(value)
     }
@@ -169,6 +179,17 @@ impl<'a> Vars<'a> {
         }
     }
 
+    /// `LOG_LEVEL` (default `info`). `RUST_LOG` wins over it when set, so both are checked:
+    /// a typo in either is an error, not a filter that silently logs something else.
+    pub fn log_level(&self) -> Result<String, ConfigError> {
+        if let Some(raw) = self.get(env::RUST_LOG) {
+            cls_telemetry::check_filter(raw, false).map_err(|m| invalid(env::RUST_LOG, m))?;
+        }
+        let level = self.string(env::LOG_LEVEL, "info");
+        cls_telemetry::check_filter(&level, true).map_err(|m| invalid(env::LOG_LEVEL, m))?;
+        Ok(level)
+    }
+
     pub fn log_format(&self, name: &'static str) -> Result<LogFormat, ConfigError> {
         match self.get(name).unwrap_or("json") {
             "json" => Ok(LogFormat::Json),
@@ -227,7 +248,7 @@ impl Vars<'_> {
             )?,
             grpc_port: self.number(env::GRPC_PORT, default_grpc_port, 0..=65535)?,
             metrics_port: self.number(env::METRICS_PORT, 8081, 0..=65535)?,
-            log_level: self.string(env::LOG_LEVEL, "info"),
+            log_level: self.log_level()?,
             log_format: self.log_format(env::LOG_FORMAT)?,
             otlp_endpoint: self.otlp_endpoint()?,
             shared_token: self.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
@@ -305,5 +326,45 @@ mod tests {
         assert!(vars.duration("D", Duration::ZERO).is_err());
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
         assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn integers_outside_the_type_are_out_of_range_not_malformed() {
+        let map: HashMap<String, String> = [("P", "99999"), ("N", "-1"), ("X", "8o8o")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let vars = Vars::new(&map);
+        let message = |name, range| vars.number(name, 1u16, range).unwrap_err().message;
+        assert_eq!(
+            message("P", 0..=65535),
+            "must be between 0 and 65535 (got 99999)"
+        );
+        assert_eq!(message("N", 1..=100), "must be between 1 and 100 (got -1)");
+        assert_eq!(message("X", 0..=65535), "must be a number (got '8o8o')");
+    }
+
+    #[test]
+    fn log_filters_are_checked_and_rust_log_may_name_targets() {
+        let vars = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let level = |pairs: &[(&str, &str)]| Vars::new(&vars(pairs)).log_level();
+        assert_eq!(level(&[]), Ok("info".to_owned()));
+        assert_eq!(level(&[("LOG_LEVEL", "DEBUG")]), Ok("DEBUG".to_owned()));
+        assert_eq!(
+            level(&[("RUST_LOG", "cls_storage,h2=off"), ("LOG_LEVEL", "warn")]),
+            Ok("warn".to_owned())
+        );
+        let err = level(&[("LOG_LEVEL", "verbose")]).unwrap_err();
+        assert_eq!(err.variable, "LOG_LEVEL");
+        assert!(err.message.contains("'verbose'"), "{err}");
+        assert_eq!(
+            level(&[("RUST_LOG", "info,foo=bar")]).unwrap_err().variable,
+            "RUST_LOG"
+        );
     }
 }

@@ -50,6 +50,28 @@ pub struct Settings<'a> {
     pub otlp_endpoint: Option<&'a str>,
 }
 
+/// Checks a log filter before [`init`] uses it, so that a typo stops start-up instead of
+/// silently changing what is logged. `RUST_LOG` takes `tracing` directives (`info`,
+/// `cls_storage=debug`, `my_crate`: a bare target means every level of it); `LOG_LEVEL` is
+/// stricter (`levels_only`): a directive without `=` must be a level, so `verbose` is an
+/// error rather than a filter that enables target `verbose` and turns every other line off.
+pub fn check_filter(raw: &str, levels_only: bool) -> Result<(), String> {
+    use std::str::FromStr as _;
+    const HINT: &str = "a level (off, error, warn, info, debug, trace) or directives such as info,cls_storage=debug";
+    for directive in raw.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains('=') && !directive.contains('[');
+        let valid = if bare && levels_only {
+            tracing_subscriber::filter::LevelFilter::from_str(directive).is_ok()
+        } else {
+            tracing_subscriber::filter::Directive::from_str(directive).is_ok()
+        };
+        if !valid {
+            return Err(format!("must be {HINT} ('{directive}' is not valid)"));
+        }
+    }
+    Ok(())
+}
+
 static TRACING: OnceLock<bool> = OnceLock::new();
 
 /// Whether spans are exported (an OTLP endpoint was configured).
@@ -280,6 +302,37 @@ mod tests {
     use super::*;
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn filters_are_checked_before_use() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "warn,cls_storage=debug",
+            " info , h2=off ",
+            "3",
+        ] {
+            assert_eq!(check_filter(ok, true), Ok(()), "{ok}");
+        }
+        // A bare target is a `RUST_LOG` filter (every level of it), not a level.
+        assert_eq!(check_filter("cls_storage", false), Ok(()));
+        assert_eq!(check_filter("api_gateway[request]=debug", false), Ok(()));
+        for (bad, levels_only) in [
+            ("verbose", true),
+            ("info,cls_storage", true),
+            ("info,foo=bar", false),
+            ("cls_storage=loud", true),
+        ] {
+            let err = check_filter(bad, levels_only).unwrap_err();
+            assert!(err.starts_with("must be a level"), "{bad}: {err}");
+        }
+        assert!(
+            check_filter("info,foo=bar", true)
+                .unwrap_err()
+                .contains("'foo=bar'")
+        );
+    }
 
     #[test]
     fn traceparents_round_trip_through_contexts() {

@@ -15,6 +15,7 @@ fn invalid_configuration_exits_64_naming_the_variable() {
         ("GRPC_PORT", "grpc"),
         ("RECONCILE_CLAIM_TTL", "1s"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+        ("LOG_LEVEL", "verbose"),
     ] {
         assert_config_error(
             BIN,
