@@ -301,6 +301,8 @@ impl FromRequest for Authenticated {
             let caller = state.auth.authenticate(req.headers()).await?;
             req.extensions_mut()
                 .insert(CallerTag(caller.email().to_owned()));
+            // Before any other work of the request: a refused request costs no database time.
+            state.rate_limit.check(&caller)?;
             Ok(Authenticated(caller))
         })
     }

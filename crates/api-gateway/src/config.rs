@@ -2,12 +2,15 @@
 //! An invalid value is an error naming the variable; `main` exits with code 64.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use cls_domain::identity::{DEFAULT_CONTROLLER_IDENTITY, parse_controller_identities};
 pub use cls_service::config::{ConfigError, LogFormat, parse_duration};
 use cls_service::config::{Vars, invalid};
+
+use crate::rate_limit::RateLimitSettings;
 
 /// Environment variable names, in one place.
 pub mod env {
@@ -37,6 +40,8 @@ pub mod env {
     pub const RECONCILE_SCHEDULER_URL: &str = "RECONCILE_SCHEDULER_URL";
     pub const PEER_TIMEOUT: &str = "PEER_TIMEOUT";
     pub const GRPC_SHARED_TOKEN: &str = "GRPC_SHARED_TOKEN";
+    pub const RATE_LIMIT_PER_CALLER: &str = "RATE_LIMIT_PER_CALLER";
+    pub const RATE_LIMIT_BURST: &str = "RATE_LIMIT_BURST";
 }
 
 /// How the gateway learns who is calling (SPEC §2.1).
@@ -97,6 +102,8 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// Sent on every internal gRPC call when set.
     pub grpc_shared_token: Option<String>,
+    /// Each user's request quota; `None`: no limit.
+    pub rate_limit: Option<RateLimitSettings>,
 }
 
 impl Config {
@@ -193,8 +200,33 @@ impl Config {
                 .optional_url(env::RECONCILE_SCHEDULER_URL, "http://127.0.0.1:50052")?,
             peer_timeout: vars.positive_duration(env::PEER_TIMEOUT, Duration::from_secs(5))?,
             grpc_shared_token: vars.get(env::GRPC_SHARED_TOKEN).map(str::to_owned),
+            rate_limit: rate_limit(&vars)?,
         })
     }
+}
+
+/// `RATE_LIMIT_PER_CALLER` (requests per second; unset, `0` or `off`: no limit) and
+/// `RATE_LIMIT_BURST` (default: two seconds' worth).
+fn rate_limit(vars: &Vars<'_>) -> Result<Option<RateLimitSettings>, ConfigError> {
+    let per_second = match vars.get(env::RATE_LIMIT_PER_CALLER) {
+        Some(raw) if raw.eq_ignore_ascii_case("off") => 0,
+        _ => vars.number(env::RATE_LIMIT_PER_CALLER, 0u32, 0..=1_000_000)?,
+    };
+    let Some(per_second) = NonZeroU32::new(per_second) else {
+        if vars.get(env::RATE_LIMIT_BURST).is_some() {
+            return Err(invalid(
+                env::RATE_LIMIT_BURST,
+                "has no effect without RATE_LIMIT_PER_CALLER",
+            ));
+        }
+        return Ok(None);
+    };
+    let default_burst = per_second.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+    let burst = vars.number(env::RATE_LIMIT_BURST, default_burst.get(), 1..=10_000_000)?;
+    Ok(Some(RateLimitSettings {
+        per_second,
+        burst: NonZeroU32::new(burst).unwrap_or(default_burst),
+    }))
 }
 
 fn default_workers() -> usize {
@@ -265,6 +297,24 @@ mod tests {
         assert_eq!(c.idempotency_ttl, Duration::from_secs(86400));
         assert!(c.cors_allowed_origins.is_empty());
         assert_eq!(c.default_channel_group, "stable");
+        assert_eq!(c.rate_limit, None);
+    }
+
+    #[test]
+    fn rate_limits() {
+        let quota = |pairs: &[(&str, &str)]| {
+            config(pairs)
+                .unwrap()
+                .rate_limit
+                .map(|q| (q.per_second.get(), q.burst.get()))
+        };
+        assert_eq!(quota(&[("RATE_LIMIT_PER_CALLER", "off")]), None);
+        assert_eq!(quota(&[("RATE_LIMIT_PER_CALLER", "0")]), None);
+        assert_eq!(quota(&[("RATE_LIMIT_PER_CALLER", "20")]), Some((20, 40)));
+        assert_eq!(
+            quota(&[("RATE_LIMIT_PER_CALLER", "20"), ("RATE_LIMIT_BURST", "5")]),
+            Some((20, 5))
+        );
     }
 
     #[test]
@@ -308,6 +358,15 @@ mod tests {
             (vec![("LOG_LEVEL", "verbose")], "LOG_LEVEL"),
             (vec![("LOG_LEVEL", "info,cls_storage=loud")], "LOG_LEVEL"),
             (vec![("RUST_LOG", "info,foo=bar")], "RUST_LOG"),
+            (
+                vec![("RATE_LIMIT_PER_CALLER", "lots")],
+                "RATE_LIMIT_PER_CALLER",
+            ),
+            (vec![("RATE_LIMIT_BURST", "10")], "RATE_LIMIT_BURST"),
+            (
+                vec![("RATE_LIMIT_PER_CALLER", "5"), ("RATE_LIMIT_BURST", "0")],
+                "RATE_LIMIT_BURST",
+            ),
         ] {
             let err = config(&pairs).unwrap_err();
             assert_eq!(err.variable, variable, "{pairs:?}: {err}");

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod pools;
+pub mod rate_limit;
 pub mod request_id;
 mod routes;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     /// ([`AppState::pool`]).
     pub pools: WorkerPools,
     pub auth: Authenticator,
+    /// Each user's request quota (`RATE_LIMIT_PER_CALLER`), checked as it authenticates.
+    pub rate_limit: rate_limit::RateLimiter,
     pub metrics: Metrics,
     pub default_cluster_version: String,
     pub default_channel_group: String,
@@ -93,6 +96,7 @@ impl AppState {
         Ok(AppState {
             pools,
             auth,
+            rate_limit: rate_limit::RateLimiter::new(config.rate_limit),
             metrics: Metrics::new(),
             default_cluster_version: config.default_cluster_version.clone(),
             default_channel_group: config.default_channel_group.clone(),
@@ -178,6 +182,12 @@ pub fn start(
         config.idempotency_prune_batch,
         tasks.stopped(),
     ));
+    if config.rate_limit.is_some() {
+        tasks.spawn(forget_idle_callers(
+            data.clone().into_inner(),
+            tasks.stopped(),
+        ));
+    }
 
     let api_data = data.clone();
     let api_server = HttpServer::new(move || {
@@ -242,4 +252,17 @@ async fn prune_idempotency_keys(
         }
     })
     .await;
+}
+
+/// Drops the rate-limit state of callers idle long enough to have their whole burst back, once
+/// a minute, so memory follows the number of recently active users, not of all users ever.
+async fn forget_idle_callers(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => state.rate_limit.forget_idle(),
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
 }

@@ -58,7 +58,8 @@ impl utoipa::Modify for Security {
 }
 
 /// Declares the failures any operation can answer with: 500 (a bug; nothing internal is
-/// returned) and 503 (a dependency such as Postgres is unavailable; `Retry-After` is set).
+/// returned), 503 (a dependency such as Postgres is unavailable; `Retry-After` is set) and,
+/// on the authenticated API, 429 (the caller's quota is used up; `Retry-After` is set).
 struct CommonErrors;
 
 impl utoipa::Modify for CommonErrors {
@@ -75,7 +76,8 @@ impl utoipa::Modify for CommonErrors {
                 )
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in &mut openapi.paths.paths {
+            let limited = path.starts_with("/api/");
             for operation in [
                 &mut item.get,
                 &mut item.put,
@@ -92,6 +94,11 @@ impl utoipa::Modify for CommonErrors {
                 responses.entry("503".to_owned()).or_insert_with(|| {
                     problem("A dependency is unavailable; retry after Retry-After seconds").into()
                 });
+                if limited {
+                    responses.entry("429".to_owned()).or_insert_with(|| {
+                        problem("This caller's request quota is used up (RATE_LIMIT_PER_CALLER); retry after Retry-After seconds").into()
+                    });
+                }
             }
         }
     }

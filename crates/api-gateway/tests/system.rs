@@ -376,6 +376,81 @@ async fn postgres_unreachable_means_503_and_not_ready() {
     );
 }
 
+/// `RATE_LIMIT_PER_CALLER`: a user past its burst is refused with 429 `RATE_LIMITED` and a
+/// `Retry-After` before anything is stored; other users and controllers keep their own
+/// quotas (controllers have none), and the quota comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_past_its_quota_gets_429_and_nothing_is_stored() {
+    let app =
+        TestApp::spawn_with(&[("RATE_LIMIT_PER_CALLER", "1"), ("RATE_LIMIT_BURST", "3")]).await;
+    let started = std::time::Instant::now();
+    let mut created = 0;
+    let refused = loop {
+        let response = app
+            .request(Method::POST, "/api/v1/clusters", Some(ALICE))
+            .json(&cli_cluster(&format!("quota-{created}")))
+            .send()
+            .await
+            .unwrap();
+        if response.status() != StatusCode::CREATED {
+            break response;
+        }
+        created += 1;
+        assert!(created < 50, "never limited");
+    };
+    // The burst, plus at most one per second the loop took (1 per second refills).
+    let allowed = 3 + started.elapsed().as_secs() + 1;
+    assert!((3..=allowed).contains(&created), "{created} created");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry_after, 1);
+    let (status, body) = read(refused).await;
+    let message = assert_problem(status, &body, 429, "RATE_LIMITED");
+    assert!(message.contains("retry after 1 s"), "{message}");
+    // Refused before the handler: no cluster, no event.
+    assert_eq!(app.outbox_types().await.len() as u64, created);
+    let (status, list) = app.get("/api/v1/clusters?limit=100", CONTROLLER).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = list["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len() as u64, created, "{names:?}");
+    assert!(
+        !names.contains(&format!("quota-{created}").as_str()),
+        "{names:?}"
+    );
+
+    // Bob has a quota of his own; a controller has none.
+    assert_eq!(app.get("/api/v1/clusters", BOB).await.0, StatusCode::OK);
+    for _ in 0..10 {
+        assert_eq!(
+            app.get("/api/v1/clusters", CONTROLLER).await.0,
+            StatusCode::OK
+        );
+    }
+    // Health, info and the document are not counted.
+    assert_eq!(
+        app.call(Method::GET, "/info", None, None).await.0,
+        StatusCode::OK
+    );
+
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    assert_eq!(app.get("/api/v1/clusters", ALICE).await.0, StatusCode::OK);
+    let metrics = app.gateway_metrics().await;
+    assert!(
+        metrics.lines().any(
+            |l| l.contains("route=\"/api/v1/clusters\"") && l.contains("code=\"RATE_LIMITED\"")
+        ),
+        "429s are counted per route and code"
+    );
+}
+
 #[test]
 fn the_response_conformance_check_can_fail() {
     let rejects = |path: &str, status: u16, content_type: &str, body: Value| {
