@@ -230,6 +230,7 @@ fn run_benchmarks(
             .env("DATABASE_MAX_CONNECTIONS", "32")
             .env("GRPC_PORT", grpc_port.to_string())
             .env("METRICS_PORT", cls_test_support::free_port()?.to_string())
+            .env("RECONCILE_SCHEDULER_URL", NO_SCHEDULER)
             .env("LOG_LEVEL", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -641,6 +642,9 @@ fn cluster_ids(base: &str, n: usize) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
+/// The reconcile-scheduler address of the gateway benchmarks' services: nothing listens.
+const NO_SCHEDULER: &str = "http://127.0.0.1:1";
+
 /// The release `api-gateway` as every gateway benchmark runs it.
 fn gateway_command(
     release: &Path,
@@ -657,6 +661,9 @@ fn gateway_command(
         )
         .env("DATABASE_URL", database_url)
         .env("DATABASE_MAX_CONNECTIONS", "32")
+        // The benchmark runs no scheduler: triggers are refused at once (and then held off),
+        // whatever else listens on the default port (`cargo xtask dev`'s scheduler).
+        .env("RECONCILE_SCHEDULER_URL", NO_SCHEDULER)
         .env("PORT", api_port.to_string())
         .env("METRICS_PORT", admin_port.to_string())
         .env("LOG_LEVEL", "warn")

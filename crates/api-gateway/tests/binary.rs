@@ -48,6 +48,8 @@ impl Gateway {
             .env("PORT", port.to_string())
             .env("METRICS_PORT", admin.to_string())
             .env("SHUTDOWN_TIMEOUT", "5s")
+            // No scheduler here (the default port may be `cargo xtask dev`'s).
+            .env("RECONCILE_SCHEDULER_URL", "http://127.0.0.1:1")
             .envs(extra.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
