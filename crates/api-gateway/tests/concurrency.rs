@@ -48,6 +48,67 @@ async fn two_puts_with_the_same_if_match_one_wins() {
     );
 }
 
+/// `If-Match` on DELETE: a client that deletes only the version it saw gets 412, and nothing
+/// is deleted, when the resource changed since; weak tags never match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_with_a_stale_if_match_is_412_and_deletes_nothing() {
+    let app = TestApp::spawn().await;
+    let cluster = app.create_cluster(ALICE, "c1").await;
+    let id = cluster["id"].as_str().unwrap().to_owned();
+    let nodepool = app.create_nodepool(ALICE, &id, "np1").await;
+    let np_id = nodepool["id"].as_str().unwrap().to_owned();
+    // A label change: the cluster is at version 2, the nodepool still at 1.
+    let (status, changed) = app
+        .put(
+            &format!("/api/v1/clusters/{id}"),
+            ALICE,
+            &json!({"spec": cluster["spec"], "labels": {"team": "a"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, changed["resource_version"].clone()),
+        (StatusCode::OK, json!("2"))
+    );
+    let delete = async |path: &str, tag: &str| {
+        let response = app
+            .request(Method::DELETE, path, Some(ALICE))
+            .header("If-Match", tag)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    };
+    let cluster_path = format!("/api/v1/clusters/{id}");
+    let nodepool_path = format!("/api/v1/nodepools/{np_id}");
+    for (path, tag) in [
+        (&cluster_path, "\"1\""),
+        (&cluster_path, "W/\"2\""),
+        (&nodepool_path, "\"2\""),
+    ] {
+        let (status, body) = delete(path, tag).await;
+        assert_problem(status, &body, 412, "PRECONDITION_FAILED");
+        assert_eq!(app.get(path, ALICE).await.0, StatusCode::OK, "{path} kept");
+    }
+    assert_eq!(
+        app.outbox_types().await,
+        ["cluster.created", "nodepool.created"],
+        "no event for a refused delete"
+    );
+    // The current versions (or any, with `*`) delete as before.
+    assert_eq!(
+        delete(&nodepool_path, "\"1\"").await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        delete(&cluster_path, "\"9\", \"2\"").await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(app.get(&cluster_path, ALICE).await.0, StatusCode::NOT_FOUND);
+    let other = app.create_cluster(ALICE, "c2").await;
+    let other_path = format!("/api/v1/clusters/{}", other["id"].as_str().unwrap());
+    assert_eq!(delete(&other_path, "*").await.0, StatusCode::ACCEPTED);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_puts_leave_no_gap_or_duplicate() {
     let app = Arc::new(TestApp::spawn().await);

@@ -254,11 +254,13 @@ pub(crate) async fn update_cluster(
 }
 
 /// Soft-delete a cluster and its nodepools; emits `cluster.deleted` and one
-/// `nodepool.deleted` per nodepool. Only `Pending` or `Failed` clusters unless `force=true`.
+/// `nodepool.deleted` per nodepool. Only `Pending` or `Failed` clusters unless `force=true`;
+/// with `If-Match`, only the version it names.
 #[utoipa::path(delete, path = "/api/v1/clusters/{id}", tag = "clusters",
-    params(("id" = Uuid, Path), ("force" = Option<bool>, Query, description = "delete whatever the phase (only the literal true)")),
+    params(("id" = Uuid, Path), ("force" = Option<bool>, Query, description = "delete whatever the phase (only the literal true)"), ("If-Match" = Option<String>, Header, description = "delete only if the ETag matches (412 otherwise)")),
     responses((status = 202, description = "Accepted", body = DeleteClusterResponse), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match the current ETag", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_cluster(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -267,11 +269,15 @@ pub(crate) async fn delete_cluster(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
     let force = Query::parse(&req, &["force"])?.force();
+    let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool().get().await?;
     let written = conn.transaction::<_, ApiError, _>(async |conn| {
         let cluster = clusters::lock_live(conn, &caller, id).await.map_err(ApiError::from_cluster_storage)?;
+        // Evaluated before the method, as for PUT (RFC 9110 §13.1.1): a client deleting only
+        // the version it saw must not delete one changed since.
+        check_if_match(if_match.as_deref(), &cluster.resource_version)?;
         let phase = cluster.status.phase;
         if !force && !matches!(phase, Phase::Pending | Phase::Failed) {
             return Err(ApiError::new(

@@ -311,11 +311,12 @@ pub(crate) async fn update_nodepool(
 }
 
 /// Soft-delete a nodepool; emits `nodepool.deleted`. `force` is accepted (nodepools have no
-/// phase guard).
+/// phase guard); with `If-Match`, only the version it names is deleted.
 #[utoipa::path(delete, path = "/api/v1/nodepools/{id}", tag = "nodepools",
-    params(("id" = Uuid, Path), ("force" = Option<bool>, Query)),
+    params(("id" = Uuid, Path), ("force" = Option<bool>, Query), ("If-Match" = Option<String>, Header, description = "delete only if the ETag matches (412 otherwise)")),
     responses((status = 202, description = "Accepted", body = DeleteNodePoolResponse), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match the current ETag", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_nodepool(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -324,14 +325,16 @@ pub(crate) async fn delete_nodepool(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
     Query::parse(&req, &["force"])?;
+    let if_match = if_match(req.headers());
     let caller = caller.0;
     let now = OffsetDateTime::now_utc();
     let mut conn = state.pool().get().await?;
     let written = conn
         .transaction::<_, ApiError, _>(async |conn| {
-            nodepools::lock_live(conn, &caller, id)
+            let stored = nodepools::lock_live(conn, &caller, id)
                 .await
                 .map_err(ApiError::from_nodepool_storage)?;
+            check_if_match(if_match.as_deref(), &stored.resource_version)?;
             let deleted = nodepools::mark_deleted(conn, id, now)
                 .await
                 .map_err(ApiError::from_nodepool_storage)?;
