@@ -71,6 +71,17 @@ pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
     if wrong.status.success() {
         bail!("values.schema.json accepted replicaCount=two");
     }
+    // A log level the services would refuse at start-up is refused at install time.
+    let verbose = cmd!(
+        sh,
+        "{helm} lint --strict charts/cls --set logging.level=verbose"
+    )
+    .quiet()
+    .ignore_status()
+    .output()?;
+    if verbose.status.success() {
+        bail!("values.schema.json accepted logging.level=verbose");
+    }
 
     cmd!(
         sh,
