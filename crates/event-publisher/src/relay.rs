@@ -48,6 +48,24 @@ pub struct RelaySettings {
     pub backoff: Backoff,
 }
 
+/// The longest wait between attempts to reconnect to Postgres (the notification listener and
+/// the shard-lease connection). Shorter than the publish backoff's cap (`PUBLISH_BACKOFF_MAX`,
+/// 30 s by default), which spares a struggling Pub/Sub: a refused connection costs the
+/// database nothing, and every second waited after it is back (a failover of a minute
+/// reaches the cap) is a second no event is published.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl RelaySettings {
+    /// The wait before reconnecting to Postgres after `attempt` failures in a row.
+    pub fn reconnect_delay(&self, attempt: u32) -> Duration {
+        Backoff {
+            initial: self.backoff.initial,
+            max: self.backoff.max.min(RECONNECT_BACKOFF_MAX),
+        }
+        .delay(attempt)
+    }
+}
+
 /// Jittered exponential backoff: attempt `n` waits between half and all of
 /// `min(max, initial × 2ⁿ⁻¹)`.
 #[derive(Debug, Clone, Copy)]
@@ -163,7 +181,7 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
             Err(e) => tracing::warn!(error = %e, "cannot listen for outbox notifications"),
         }
         attempt += 1;
-        if sleep_or_stop(shared.settings.backoff.delay(attempt), &mut stop).await {
+        if sleep_or_stop(shared.settings.reconnect_delay(attempt), &mut stop).await {
             return;
         }
     }
@@ -207,7 +225,7 @@ pub(crate) async fn lease(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
         stop_workers(&mut held).await;
         shared.metrics.shards_held.set(0);
         attempt += 1;
-        if sleep_or_stop(shared.settings.backoff.delay(attempt), &mut stop).await {
+        if sleep_or_stop(shared.settings.reconnect_delay(attempt), &mut stop).await {
             return;
         }
     }
@@ -665,6 +683,31 @@ mod tests {
         }
         let spread: std::collections::HashSet<Duration> = (0..20).map(|_| b.delay(3)).collect();
         assert!(spread.len() > 1, "jittered");
+    }
+
+    #[test]
+    fn reconnecting_to_postgres_waits_at_most_five_seconds() {
+        let settings = |max| RelaySettings {
+            batch_size: 1,
+            poll_interval: Duration::from_secs(1),
+            rebalance_interval: Duration::from_secs(1),
+            backoff: Backoff {
+                initial: Duration::from_millis(200),
+                max,
+            },
+        };
+        let publishing = settings(Duration::from_secs(30));
+        for _ in 0..100 {
+            assert!(publishing.reconnect_delay(30) <= RECONNECT_BACKOFF_MAX);
+            assert!(publishing.reconnect_delay(30) >= RECONNECT_BACKOFF_MAX / 2);
+            assert!(publishing.reconnect_delay(1) <= Duration::from_millis(200));
+        }
+        // A publish backoff capped lower than that caps reconnects too.
+        assert!(settings(Duration::from_secs(1)).reconnect_delay(30) <= Duration::from_secs(1));
+        assert!(
+            publishing.backoff.delay(30) > RECONNECT_BACKOFF_MAX,
+            "publishing keeps its own cap"
+        );
     }
 
     #[test]
