@@ -251,6 +251,58 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A cluster of one test's own
+
+/// A Postgres cluster of one test's own (its own directory and port), so that restarting it
+/// disturbs no other test. Stopped and removed when dropped.
+#[derive(Debug)]
+pub struct OwnCluster {
+    dir: PathBuf,
+    port: u16,
+    url: String,
+}
+
+impl OwnCluster {
+    /// Creates and starts the cluster (blocking: `initdb` takes a second or two), migrated
+    /// with CLS's schema by the caller if needed. `name` keeps concurrent tests apart.
+    pub fn start(name: &str) -> anyhow::Result<OwnCluster> {
+        let dir = std::env::temp_dir().join(format!("cls-test-pg-{name}-{}", std::process::id()));
+        let port = free_port()?;
+        let url = ensure_cluster(&dir, Some(port), &["fsync=off"])?;
+        Ok(OwnCluster { dir, port, url })
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the cluster (fast shutdown: every connection is closed), waits a second, and
+    /// starts it again on the same port.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.stop()?;
+        std::thread::sleep(Duration::from_secs(1));
+        self.start_again()
+    }
+
+    /// Stops the cluster; [`OwnCluster::start_again`] brings it back on the same port.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        stop_cluster(&self.dir)
+    }
+
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        ensure_cluster(&self.dir, Some(self.port), &["fsync=off"]).map(drop)
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = stop_cluster(&self.dir);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The throwaway cluster
 
 /// Where the shared throwaway cluster lives. One per machine, reused by every test process

@@ -259,39 +259,13 @@ async fn two_replicas_share_the_shards_and_one_takes_over_when_the_other_is_kill
     wait_for_empty_outbox(&db, Duration::from_secs(10)).await;
 }
 
-/// A Postgres cluster of this test's own, so restarting it disturbs no other test.
-struct OwnPostgres {
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-impl OwnPostgres {
-    fn start() -> (OwnPostgres, String) {
-        let dir = std::env::temp_dir().join(format!("cls-test-pg-restart-{}", std::process::id()));
-        let port = free_port().unwrap();
-        let url = postgres::ensure_cluster(&dir, Some(port), &["fsync=off"]).unwrap();
-        (OwnPostgres { dir, port }, url)
-    }
-
-    fn restart(&self) {
-        postgres::stop_cluster(&self.dir).unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        postgres::ensure_cluster(&self.dir, Some(self.port), &["fsync=off"]).unwrap();
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let _ = postgres::stop_cluster(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publisher_recovers_from_a_postgres_restart_without_restarting() {
-    let (pg, url) = tokio::task::spawn_blocking(OwnPostgres::start)
+    let pg = tokio::task::spawn_blocking(|| postgres::OwnCluster::start("publisher-restart"))
         .await
+        .unwrap()
         .unwrap();
+    let url = pg.url().to_owned();
     cls_storage::migrate::run(&url).await.unwrap();
     let emulator = PubSubEmulator::start().unwrap();
     let mut subscriber = Subscriber::connect(&emulator.host()).await;
@@ -310,7 +284,7 @@ async fn the_publisher_recovers_from_a_postgres_restart_without_restarting() {
     );
 
     let pg = tokio::task::spawn_blocking(move || {
-        pg.restart();
+        pg.restart().unwrap();
         pg
     })
     .await
