@@ -548,3 +548,68 @@ async fn without_the_aggregator_status_answers_503_fast_and_the_rest_works() {
     let (status, _) = app.get(&format!("/api/v1/clusters/{id}"), ALICE).await;
     assert_eq!(status, StatusCode::OK, "other endpoints are unaffected");
 }
+
+/// A Postgres restart under the aggregator (SPEC §8): reports answer 503 `UNAVAILABLE`
+/// while it is down (never a 500 or a hang); afterwards the same aggregator stores reports
+/// again by itself, and the report accepted before is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_recover_from_a_postgres_restart_without_restarting() {
+    use cls_test_support::postgres::OwnCluster;
+    let pg = tokio::task::block_in_place(|| OwnCluster::start("aggregator-restart")).unwrap();
+    cls_storage::migrate::run(pg.url()).await.unwrap();
+    let db = [("DATABASE_URL", pg.url())];
+    let app = TestApp::spawn_full(&db, Some(&db)).await;
+    let cluster = app.create_cluster(ALICE, "restarted").await;
+    let path = format!(
+        "/api/v1/clusters/{}/status",
+        cluster["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        app.put(&path, CONTROLLER, &report("ctl-a", 1, false, false))
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    tokio::task::block_in_place(|| pg.stop()).unwrap();
+    let started = Instant::now();
+    let (status, body) = app
+        .put(&path, CONTROLLER, &report("ctl-b", 1, true, false))
+        .await;
+    assert_problem(status, &body, 503, "UNAVAILABLE");
+    assert!(started.elapsed() < Duration::from_secs(10), "prompt");
+
+    tokio::task::block_in_place(|| pg.start_again()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = app
+            .put(&path, CONTROLLER, &report("ctl-b", 1, true, false))
+            .await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_problem(status, &body, 503, "UNAVAILABLE");
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..20 {
+        let (status, body) = app
+            .put(&path, CONTROLLER, &report("ctl-b", 1, true, false))
+            .await;
+        assert_eq!(status, StatusCode::OK, "report {i} after recovery: {body}");
+    }
+    let (status, got) = app.get(&path, CONTROLLER).await;
+    assert_eq!(status, StatusCode::OK);
+    let controllers: Vec<&str> = got["controller_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["controller_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        controllers,
+        ["ctl-a", "ctl-b"],
+        "the report from before is kept"
+    );
+    assert_eq!(got["status"]["reason"], "PartialProgress");
+}

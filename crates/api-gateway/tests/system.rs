@@ -457,22 +457,14 @@ async fn a_user_past_its_quota_gets_429_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_recovers_from_a_postgres_restart_without_restarting() {
     use cls_test_support::postgres::OwnCluster;
-    let pg = tokio::task::spawn_blocking(|| OwnCluster::start("gateway-restart"))
-        .await
-        .unwrap()
-        .unwrap();
+    let pg = tokio::task::block_in_place(|| OwnCluster::start("gateway-restart")).unwrap();
     cls_storage::migrate::run(pg.url()).await.unwrap();
     let app = TestApp::spawn_with(&[("DATABASE_URL", pg.url())]).await;
     let before = app.create_cluster(ALICE, "before").await;
     let path = format!("/api/v1/clusters/{}", before["id"].as_str().unwrap());
     assert_eq!(app.get(&path, ALICE).await.0, StatusCode::OK);
 
-    let pg = tokio::task::spawn_blocking(move || {
-        pg.stop().unwrap();
-        pg
-    })
-    .await
-    .unwrap();
+    tokio::task::block_in_place(|| pg.stop()).unwrap();
     for (method, body) in [(Method::GET, None), (Method::PUT, Some(&before))] {
         let started = std::time::Instant::now();
         let mut request = app.request(method, &path, Some(ALICE));
@@ -493,12 +485,7 @@ async fn the_gateway_recovers_from_a_postgres_restart_without_restarting() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 
-    let _pg = tokio::task::spawn_blocking(move || {
-        pg.start_again().unwrap();
-        pg
-    })
-    .await
-    .unwrap();
+    tokio::task::block_in_place(|| pg.start_again()).unwrap();
     // Pooled connections died with the server: a request that meets one may still answer
     // 503 (the connection is then dropped), but never anything else, and the pool heals.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

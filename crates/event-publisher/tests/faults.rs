@@ -261,10 +261,8 @@ async fn two_replicas_share_the_shards_and_one_takes_over_when_the_other_is_kill
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publisher_recovers_from_a_postgres_restart_without_restarting() {
-    let pg = tokio::task::spawn_blocking(|| postgres::OwnCluster::start("publisher-restart"))
-        .await
-        .unwrap()
-        .unwrap();
+    let pg =
+        tokio::task::block_in_place(|| postgres::OwnCluster::start("publisher-restart")).unwrap();
     let url = pg.url().to_owned();
     cls_storage::migrate::run(&url).await.unwrap();
     let emulator = PubSubEmulator::start().unwrap();
@@ -283,12 +281,7 @@ async fn the_publisher_recovers_from_a_postgres_restart_without_restarting() {
             .await
     );
 
-    let pg = tokio::task::spawn_blocking(move || {
-        pg.restart().unwrap();
-        pg
-    })
-    .await
-    .unwrap();
+    tokio::task::block_in_place(|| pg.restart()).unwrap();
     for generation in 6..=10 {
         commit(&url, &[cluster_event(cluster, generation)]).await;
     }

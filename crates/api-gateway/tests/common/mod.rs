@@ -49,7 +49,8 @@ impl TestApp {
         TestApp::spawn_full(&[], Some(aggregator_vars)).await
     }
 
-    async fn spawn_full(vars: &[(&str, &str)], aggregator: Option<&[(&str, &str)]>) -> TestApp {
+    /// The gateway with `vars`, and a status-aggregator with `aggregator` when given.
+    pub async fn spawn_full(vars: &[(&str, &str)], aggregator: Option<&[(&str, &str)]>) -> TestApp {
         let db = TestDb::new().await;
         let aggregator = match aggregator {
             None => None,
