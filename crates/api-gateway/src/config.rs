@@ -221,12 +221,14 @@ fn rate_limit(vars: &Vars<'_>) -> Result<Option<RateLimitSettings>, ConfigError>
         }
         return Ok(None);
     };
-    let default_burst = per_second.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-    let burst = vars.number(env::RATE_LIMIT_BURST, default_burst.get(), 1..=10_000_000)?;
-    Ok(Some(RateLimitSettings {
-        per_second,
-        burst: NonZeroU32::new(burst).unwrap_or(default_burst),
-    }))
+    const MAX_BURST: NonZeroU32 = NonZeroU32::new(10_000_000).expect("not zero");
+    let two_seconds = per_second.saturating_add(per_second.get());
+    let burst = vars.number(
+        env::RATE_LIMIT_BURST,
+        two_seconds,
+        NonZeroU32::MIN..=MAX_BURST,
+    )?;
+    Ok(Some(RateLimitSettings { per_second, burst }))
 }
 
 fn default_workers() -> usize {

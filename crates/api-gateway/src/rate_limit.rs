@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cls_domain::ErrorCode;
 use cls_domain::identity::Caller;
-use governor::clock::{Clock as _, DefaultClock};
+use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::error::ApiError;
@@ -32,7 +32,6 @@ pub struct RateLimitSettings {
 #[derive(Debug)]
 pub struct RateLimiter {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
-    clock: DefaultClock,
 }
 
 impl RateLimiter {
@@ -42,7 +41,6 @@ impl RateLimiter {
             limiter: settings.map(|s| {
                 governor::RateLimiter::keyed(Quota::per_second(s.per_second).allow_burst(s.burst))
             }),
-            clock: DefaultClock::default(),
         }
     }
 
@@ -52,7 +50,7 @@ impl RateLimiter {
             return Ok(());
         };
         limiter.check_key(email).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
+            let wait = not_until.wait_time_from(limiter.clock().now());
             let seconds = retry_after_seconds(wait);
             ApiError {
                 retry_after: Some(seconds),
@@ -73,7 +71,7 @@ impl RateLimiter {
         }
     }
 
-    /// How many users have state (tests and metrics).
+    /// How many users have state (tests).
     pub fn tracked(&self) -> usize {
         self.limiter.as_ref().map_or(0, |l| l.len())
     }

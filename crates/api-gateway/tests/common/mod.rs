@@ -20,10 +20,11 @@ pub const ALICE: &str = "alice@example.com";
 pub const BOB: &str = "bob@example.com";
 pub const CONTROLLER: &str = "controller@system.local";
 
-/// Where these tests' gateway and aggregator send reconcile triggers: nowhere (refused at
-/// once, as when the scheduler is down). The default, port 50052, may be a scheduler of
-/// `cargo xtask dev` running on the same machine, with another database.
-const NO_SCHEDULER: &str = "http://127.0.0.1:1";
+/// An address where nothing listens (a call is refused at once, as when the peer is down):
+/// the status-aggregator of a gateway started without one, and the scheduler of every test.
+/// The scheduler's default, port 50052, may be one of `cargo xtask dev` running on the same
+/// machine, with another database.
+const NOWHERE: &str = "http://127.0.0.1:1";
 
 pub struct TestApp {
     pub db: TestDb,
@@ -57,10 +58,7 @@ impl TestApp {
             Some(extra) => {
                 let mut env: HashMap<String, String> = HashMap::from([
                     ("DATABASE_URL".to_owned(), db.url().to_owned()),
-                    (
-                        "RECONCILE_SCHEDULER_URL".to_owned(),
-                        NO_SCHEDULER.to_owned(),
-                    ),
+                    ("RECONCILE_SCHEDULER_URL".to_owned(), NOWHERE.to_owned()),
                 ]);
                 for (k, v) in extra {
                     env.insert((*k).to_owned(), (*v).to_owned());
@@ -80,16 +78,12 @@ impl TestApp {
                 )
             }
         };
-        let aggregator_url = aggregator.as_ref().map_or_else(
-            || "http://127.0.0.1:1".to_owned(),
-            |a| format!("http://{}", a.grpc_addr),
-        );
+        let aggregator_url = aggregator
+            .as_ref()
+            .map_or_else(|| NOWHERE.to_owned(), |a| format!("http://{}", a.grpc_addr));
         let mut env: HashMap<String, String> = HashMap::from([
             ("STATUS_AGGREGATOR_URL".to_owned(), aggregator_url),
-            (
-                "RECONCILE_SCHEDULER_URL".to_owned(),
-                NO_SCHEDULER.to_owned(),
-            ),
+            ("RECONCILE_SCHEDULER_URL".to_owned(), NOWHERE.to_owned()),
             ("DATABASE_URL".to_owned(), db.url().to_owned()),
             ("HTTP_WORKERS".to_owned(), "2".to_owned()),
             ("DATABASE_MAX_CONNECTIONS".to_owned(), "30".to_owned()),
