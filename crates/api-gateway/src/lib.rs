@@ -49,6 +49,8 @@ pub struct AppState {
     /// The status-aggregator (connected lazily: the gateway starts without it), a channel per
     /// HTTP worker ([`AppState::status`]).
     pub status: PerWorker<StatusClient>,
+    /// Whether the status-aggregator is serving, for `/readyz`.
+    pub status_health: cls_rpc::client::PeerHealth,
     /// Reactive reconcile triggers to the reconcile-scheduler (fire-and-forget).
     pub reconcile: cls_rpc::client::ReconcileTriggers,
     /// Wakes the event-publisher's relay after a change that wrote events has committed, off
@@ -78,6 +80,10 @@ impl AppState {
         let token = cls_rpc::auth::SharedToken::from_option(config.grpc_shared_token.clone());
         let endpoint =
             cls_rpc::client::endpoint(&config.status_aggregator_url, config.peer_timeout)?;
+        let status_health = cls_rpc::client::PeerHealth::new(
+            &endpoint,
+            cls_rpc::status::status_aggregator_server::SERVICE_NAME,
+        );
         let status_token = token.clone();
         let status_client = move || {
             cls_rpc::status::status_aggregator_client::StatusAggregatorClient::with_interceptor(
@@ -104,6 +110,7 @@ impl AppState {
             idempotency_ttl: time::Duration::try_from(config.idempotency_ttl)
                 .unwrap_or(time::Duration::DAY),
             status,
+            status_health,
             reconcile,
             waker,
         })

@@ -58,7 +58,8 @@ impl Gateway {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ready = client.get(gateway.url("/readyz")).send().await;
+            // Serving (not `/readyz`: no status-aggregator runs here, so it stays 503).
+            let ready = client.get(gateway.url("/healthz")).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 return gateway;
             }

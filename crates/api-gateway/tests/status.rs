@@ -518,8 +518,33 @@ async fn without_the_aggregator_status_answers_503_fast_and_the_rest_works() {
     let mut app = TestApp::spawn_with_status(&[]).await;
     let cluster = app.create_cluster(ALICE, "alone").await;
     let id = cluster["id"].as_str().unwrap();
+    assert_eq!(
+        app.call(Method::GET, "/readyz", None, None).await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
     app.aggregator.take().unwrap().abort();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Not ready: the aggregator is the gRPC peer the gateway needs (SPEC §3.3), named in the
+    // problem; on the admin port too (the probes' port).
+    for url in [
+        format!("{}/readyz", app.base),
+        format!("{}/readyz", app.admin),
+    ] {
+        let started = Instant::now();
+        let response = app.client.get(url).send().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "answered promptly"
+        );
+        assert_eq!(response.headers()["retry-after"], "1");
+        let (status, body) = read(response).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["code"], "UNAVAILABLE");
+        assert_eq!(
+            body["message"],
+            "the status aggregator is unavailable, retry later"
+        );
+    }
     let started = Instant::now();
     let response = app
         .request(

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_info() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with_status(&[]).await;
     let (status, health) = app.call(Method::GET, "/health", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -459,7 +459,15 @@ async fn the_gateway_recovers_from_a_postgres_restart_without_restarting() {
     use cls_test_support::postgres::OwnCluster;
     let pg = tokio::task::block_in_place(|| OwnCluster::start("gateway-restart")).unwrap();
     cls_storage::migrate::run(pg.url()).await.unwrap();
-    let app = TestApp::spawn_with(&[("DATABASE_URL", pg.url())]).await;
+    let app = TestApp::spawn_full(
+        &[("DATABASE_URL", pg.url())],
+        Some(&[("DATABASE_URL", pg.url())]),
+    )
+    .await;
+    assert_eq!(
+        app.call(Method::GET, "/readyz", None, None).await.0,
+        StatusCode::OK
+    );
     let before = app.create_cluster(ALICE, "before").await;
     let path = format!("/api/v1/clusters/{}", before["id"].as_str().unwrap());
     assert_eq!(app.get(&path, ALICE).await.0, StatusCode::OK);
@@ -480,9 +488,11 @@ async fn the_gateway_recovers_from_a_postgres_restart_without_restarting() {
             "prompt"
         );
     }
+    let (status, body) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_problem(status, &body, 503, "UNAVAILABLE");
     assert_eq!(
-        app.call(Method::GET, "/readyz", None, None).await.0,
-        StatusCode::SERVICE_UNAVAILABLE
+        body["message"], "the database is unavailable, retry later",
+        "names what is down"
     );
 
     tokio::task::block_in_place(|| pg.start_again()).unwrap();

@@ -9,6 +9,9 @@ use cls_domain::reconcile::ReconcileReason;
 use cls_domain::resource::ResourceKind;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use uuid::Uuid;
 
 use crate::auth::SharedToken;
@@ -31,6 +34,45 @@ pub fn endpoint(
     Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(1))
         .timeout(timeout))
+}
+
+/// A peer's `grpc.health.v1` status of one of its services, for a readiness probe that depends
+/// on that peer. Connected lazily like [`channel`], so each check is bounded by the endpoint's
+/// connect and call timeouts.
+#[derive(Debug, Clone)]
+pub struct PeerHealth {
+    client: HealthClient<Channel>,
+    service: &'static str,
+}
+
+impl PeerHealth {
+    /// `service` is the fully qualified gRPC service name the peer reports on (the generated
+    /// server module's `SERVICE_NAME`). Call inside the runtime that is to drive the channel.
+    pub fn new(endpoint: &tonic::transport::Endpoint, service: &'static str) -> PeerHealth {
+        PeerHealth {
+            client: HealthClient::new(endpoint.connect_lazy()),
+            service,
+        }
+    }
+
+    /// `Ok` when the peer answers that the service is `SERVING`; otherwise why not.
+    pub async fn check(&self) -> Result<(), String> {
+        let request = HealthCheckRequest {
+            service: self.service.to_owned(),
+        };
+        match self.client.clone().check(request).await {
+            Ok(response) => match response.into_inner().status() {
+                ServingStatus::Serving => Ok(()),
+                other => Err(format!("{} is {}", self.service, other.as_str_name())),
+            },
+            Err(status) => Err(format!(
+                "{}: {:?} {}",
+                self.service,
+                status.code(),
+                status.message()
+            )),
+        }
+    }
 }
 
 /// The reconcile-scheduler's client, with the shared token attached to every call.

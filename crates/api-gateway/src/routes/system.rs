@@ -48,19 +48,34 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(ProbeStatus { status: "ok" })
 }
 
-/// Readiness: Postgres answers.
+/// Readiness: Postgres answers and the status-aggregator is serving, the gRPC peer the gateway
+/// needs (the four `…/status` endpoints are served by it). The reconcile-scheduler is not
+/// checked: triggers are best-effort and its periodic pass catches up, so no request needs it.
 #[utoipa::path(get, path = "/readyz", tag = "system",
-    responses((status = 200, description = "OK", body = ProbeStatus), (status = 503, description = "A dependency is unavailable; retry later", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Postgres and the status-aggregator answer", body = ProbeStatus), (status = 503, description = "A dependency is unavailable (the message names it); retry later", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let check = async {
+    let database = async {
         let mut conn = state.pool().get().await.ok()?;
         cls_storage::ping(&mut conn).await.ok()
     };
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Some(())) => Ok(HttpResponse::Ok().json(ProbeStatus { status: "ready" })),
-        _ => Err(ApiError::unavailable("the database")),
+    let (database, aggregator) = tokio::join!(
+        tokio::time::timeout(READY_CHECK_TIMEOUT, database),
+        tokio::time::timeout(READY_CHECK_TIMEOUT, state.status_health.check()),
+    );
+    if !matches!(database, Ok(Some(()))) {
+        return Err(ApiError::unavailable("the database"));
     }
+    let reason = match aggregator {
+        Ok(Ok(())) => return Ok(HttpResponse::Ok().json(ProbeStatus { status: "ready" })),
+        Ok(Err(reason)) => reason,
+        Err(_) => format!("no answer within {READY_CHECK_TIMEOUT:?}"),
+    };
+    tracing::warn!(%reason, "not ready: the status-aggregator is not serving");
+    Err(ApiError::unavailable("the status aggregator"))
 }
+
+/// How long `/readyz` waits for each dependency.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Build information.
 #[utoipa::path(get, path = "/info", tag = "system", responses((status = 200, description = "OK", body = Info)))]
