@@ -40,22 +40,23 @@ pub fn parse_json_checked<T: DeserializeOwned>(
     dropped: &[&str],
     check: impl FnOnce(T) -> Vec<FieldError>,
 ) -> Result<T, ParseError> {
-    let mut duplicates = Vec::new();
+    let mut problems = Vec::new();
     let mut document = serde_json::Deserializer::from_slice(body);
     let mut value = StrictValue {
         path: &Path::Root,
-        duplicates: &mut duplicates,
+        problems: &mut problems,
     }
     .deserialize(&mut document)
     // Nothing but whitespace may follow, as with `serde_json::from_slice`.
     .and_then(|value| document.end().map(|()| value))
     .map_err(|e| ParseError::Syntax(e.to_string()))?;
-    duplicates.retain(|d: &FieldError| !dropped.contains(&d.field.as_str()));
+    // Whatever a dropped field holds is ignored with it.
+    problems.retain(|p: &FieldError| !dropped.iter().any(|d| within(&p.field, d)));
     // `check` runs once: on the rest of a body with shape errors, or on a parsed body whose
     // only problems are duplicates.
     let mut check = Some(check);
     let mut run_check = |rest: T| check.take().map_or_else(Vec::new, |check| check(rest));
-    let mut errors = duplicates;
+    let mut errors = problems;
     match parse_value_checked(&mut value, dropped, &mut run_check) {
         Ok(parsed) if errors.is_empty() => return Ok(parsed),
         Ok(parsed) => errors.extend(run_check(parsed)),
@@ -84,11 +85,32 @@ impl fmt::Display for Path<'_> {
 }
 
 /// Deserializes a JSON value as `serde_json::Value` does (the last of repeated keys wins),
-/// recording the path of every repeated key.
+/// recording the path of every repeated key and of every string holding a NUL character
+/// (Postgres stores no NUL in `text` or `jsonb`, so such a value could never be stored). A
+/// number with no fractional part is read as an integer (`2.0` is `2`, as JSON Schema's
+/// `integer` has it), so integer fields accept it.
 struct StrictValue<'p, 'd> {
     path: &'p Path<'p>,
-    duplicates: &'d mut Vec<FieldError>,
+    problems: &'d mut Vec<FieldError>,
 }
+
+impl StrictValue<'_, '_> {
+    fn record(&mut self, field: String, message: &str) {
+        let error = FieldError::new(field, message);
+        if !self.problems.contains(&error) {
+            self.problems.push(error);
+        }
+    }
+
+    fn check_nul(&mut self, path: &Path<'_>, s: &str) {
+        if s.contains('\0') {
+            self.record(path.to_string(), NUL_MESSAGE);
+        }
+    }
+}
+
+/// Why a string with a NUL character is refused.
+pub const NUL_MESSAGE: &str = "must not contain NUL characters (\\u0000)";
 
 impl<'de> DeserializeSeed<'de> for StrictValue<'_, '_> {
     type Value = Value;
@@ -118,14 +140,22 @@ impl<'de> Visitor<'de> for StrictValue<'_, '_> {
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // Exactly representable integers only: beyond 2^53 an f64 is not the number sent.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        if v.fract() == 0.0 && v.abs() <= EXACT {
+            #[expect(clippy::cast_possible_truncation, reason = "integral and within ±2^53")]
+            return Ok(Value::from(v as i64));
+        }
         Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E>(mut self, v: &str) -> Result<Value, E> {
+        self.check_nul(self.path, v);
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E>(mut self, v: String) -> Result<Value, E> {
+        self.check_nul(self.path, &v);
         Ok(Value::String(v))
     }
 
@@ -137,27 +167,24 @@ impl<'de> Visitor<'de> for StrictValue<'_, '_> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(item) = seq.next_element_seed(StrictValue {
             path: &Path::Index(self.path, items.len()),
-            duplicates: &mut *self.duplicates,
+            problems: &mut *self.problems,
         })? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let path = Path::Key(self.path, &key);
+            self.check_nul(&path, &key);
             let value = map.next_value_seed(StrictValue {
                 path: &path,
-                duplicates: &mut *self.duplicates,
+                problems: &mut *self.problems,
             })?;
             if object.contains_key(&key) {
-                let field = path.to_string();
-                let error = FieldError::new(field, "is given more than once");
-                if !self.duplicates.contains(&error) {
-                    self.duplicates.push(error);
-                }
+                self.record(path.to_string(), "is given more than once");
             }
             object.insert(key, value);
         }
@@ -572,7 +599,7 @@ mod tests {
         let mut strict = Vec::new();
         let value = StrictValue {
             path: &Path::Root,
-            duplicates: &mut strict,
+            problems: &mut strict,
         }
         .deserialize(&mut serde_json::Deserializer::from_slice(body))
         .unwrap();
@@ -583,6 +610,39 @@ mod tests {
             parse_json::<UpdateClusterRequest>(br#"{"spec": {}} {}"#, &[]),
             Err(ParseError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn nul_characters_are_violations_at_their_path_and_integral_numbers_integers() {
+        let body = "{\"name\": \"a\\u0000\", \"labels\": {\"k\\u0000\": \"v\"}, \"id\": \"\\u0000\",
+                     \"spec\": {\"networking\": {\"clusterNetwork\": [{\"cidr\": \"10.0.0.0/14\", \"hostPrefix\": 23.0}]}}}";
+        let errors = match parse_json::<CreateClusterRequest>(body.as_bytes(), &SERVER_OWNED_FIELDS)
+        {
+            Err(ParseError::Shape(errors)) => errors,
+            other => panic!("expected shape errors, got {other:?}"),
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["name", "labels.k\u{0}"],
+            "the dropped `id` is ignored"
+        );
+        assert!(errors.iter().all(|e| e.message == NUL_MESSAGE));
+
+        let mut strict = Vec::new();
+        let value = StrictValue {
+            path: &Path::Root,
+            problems: &mut strict,
+        }
+        .deserialize(&mut serde_json::Deserializer::from_slice(
+            b"[23.0, -0.0, 2.5, 9007199254740992.0, 1e300]",
+        ))
+        .unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!([23, 0, 2.5, 9_007_199_254_740_992_i64, 1e300]),
+            "exact integers only; past 2^53 an f64 may not be the number sent"
+        );
     }
 
     fn checked_errors<T: DeserializeOwned + std::fmt::Debug>(
