@@ -93,8 +93,10 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
         "openapi-spec-validator",
         "openapi-spec-validator==0.9.0",
     )?;
+    let schemathesis = python_tool(sh, "st", "schemathesis==4.32.5")?;
     let tests = cmd!(sh, "cargo nextest run --workspace --locked --profile ci")
         .env("OPENAPI_SPEC_VALIDATOR", &validator)
+        .env("SCHEMATHESIS", &schemathesis)
         .run();
     // Leave the machine as we found it: stop the throwaway test cluster if this run started it.
     if !test_pg_was_running && pg::is_running(&test_pg) {

@@ -11,7 +11,7 @@ use crate::routes::paths::*;
 #[openapi(
     info(
         title = "CLS — Cluster Lifecycle Service",
-        description = "Clusters and nodepools of a managed-Kubernetes offering. Identity comes from `X-User-Email` (header mode) or a bearer JWT (jwt mode).",
+        description = "Clusters and nodepools of a managed-Kubernetes offering. Identity comes from `X-User-Email` (header mode) or a bearer JWT (jwt mode). No string, in a body or a query, may contain a NUL character (400).",
         version = env!("CARGO_PKG_VERSION"),
     ),
     paths(
@@ -22,7 +22,7 @@ use crate::routes::paths::*;
         health, healthz, readyz, info,
     ),
     components(schemas(cls_domain::resource::ClusterSpec, cls_domain::resource::NodePoolSpec)),
-    modifiers(&Security, &CommonErrors),
+    modifiers(&Security, &CommonErrors, &ClosedObjects, &NestedNodePoolBody, &AnyInteger),
     tags(
         (name = "clusters", description = "Cluster lifecycle"),
         (name = "nodepools", description = "Nodepool lifecycle"),
@@ -98,6 +98,125 @@ impl utoipa::Modify for CommonErrors {
                     responses.entry("429".to_owned()).or_insert_with(|| {
                         problem("This caller's request quota is used up (RATE_LIMIT_PER_CALLER); retry after Retry-After seconds").into()
                     });
+                }
+            }
+        }
+    }
+}
+
+/// Says what the parser enforces: an object's fields are exactly those documented, so an unknown
+/// field is a 400 (SPEC §3.1) and a response carries no undocumented one. Create bodies also
+/// list the server-owned fields a client may echo from a GET, which are ignored.
+struct ClosedObjects;
+
+impl utoipa::Modify for ClosedObjects {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaType};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, schema) in &mut components.schemas {
+            let RefOr::T(Schema::Object(object)) = schema else {
+                continue;
+            };
+            if object.properties.is_empty() || object.additional_properties.is_some() {
+                continue;
+            }
+            object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            if matches!(
+                name.as_str(),
+                "CreateClusterRequest" | "CreateNodePoolRequest"
+            ) {
+                for field in cls_domain::resource::SERVER_OWNED_FIELDS {
+                    object
+                        .properties
+                        .entry(field.to_owned())
+                        .or_insert_with(|| {
+                            ObjectBuilder::new()
+                                .schema_type(SchemaType::AnyValue)
+                                .read_only(true)
+                                .description(Some("Server-owned: accepted and ignored."))
+                                .into()
+                        });
+                }
+            }
+        }
+    }
+}
+
+/// `POST /clusters/{id}/nodepools` takes the cluster from its path: its body is the
+/// `POST /nodepools` body where `cluster_id` is not required and, when sent, must name the same
+/// cluster (400 otherwise), so the document marks it server-owned. (Runs after
+/// [`ClosedObjects`], so the copy is closed too.)
+struct NestedNodePoolBody;
+
+impl utoipa::Modify for NestedNodePoolBody {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+        use utoipa::openapi::{Ref, RefOr};
+        const NAME: &str = "CreateClusterNodePoolRequest";
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(mut body))) =
+            components.schemas.get("CreateNodePoolRequest").cloned()
+        else {
+            return;
+        };
+        body.description = Some(
+            "`POST /api/v1/clusters/{id}/nodepools`: the cluster comes from the path.".to_owned(),
+        );
+        body.required.retain(|field| field != "cluster_id");
+        body.properties.insert(
+            "cluster_id".to_owned(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                .read_only(true)
+                .description(Some("From the path; if sent, it must be the same cluster."))
+                .into(),
+        );
+        components
+            .schemas
+            .insert(NAME.to_owned(), RefOr::T(Schema::Object(body)));
+        let operation = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/clusters/{id}/nodepools")
+            .and_then(|item| item.post.as_mut());
+        if let Some(RefOr::T(content)) =
+            operation
+                .and_then(|op| op.request_body.as_mut())
+                .and_then(|body| match body {
+                    RefOr::T(body) => body.content.get_mut("application/json"),
+                    RefOr::Ref(_) => None,
+                })
+        {
+            content.schema = Some(RefOr::Ref(Ref::from_schema_name(NAME)));
+        }
+    }
+}
+
+/// `limit` accepts any positive integer, beyond 64 bits too (clamped to 100): no `int64`
+/// format, which would tell clients and fuzzers that larger values are refused.
+struct AnyInteger;
+
+impl utoipa::Modify for AnyInteger {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+        for item in openapi.paths.paths.values_mut() {
+            let parameters = item
+                .get
+                .iter_mut()
+                .flat_map(|op| op.parameters.iter_mut().flatten());
+            for parameter in parameters {
+                if let RefOr::T(parameter) = parameter
+                    && parameter.name == "limit"
+                    && let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut()
+                {
+                    object.format = None;
                 }
             }
         }

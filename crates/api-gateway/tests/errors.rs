@@ -328,3 +328,107 @@ async fn names_can_be_reused_after_delete_and_conflict_while_live() {
     let again = app.create_cluster(ALICE, "c1").await;
     assert_ne!(again["id"], first["id"]);
 }
+
+/// Postgres stores no NUL in `text` or `jsonb`: a NUL anywhere in a body or a query used to
+/// reach it and answer 500 (found by the Schemathesis run, tests/fuzz.rs). It is a 400 naming
+/// the field, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_are_refused_with_the_field_named_and_nothing_stored() {
+    let app = TestApp::spawn_with_status(&[]).await;
+    let mut body = cli_cluster("nul");
+    body["spec"]["platform"]["gcp"]["workloadIdentity"]["poolID"] = json!("po\u{0}ol");
+    body["labels"] = json!({"te\u{0}am": "infra"});
+    let (status, problem) = app.post("/api/v1/clusters", ALICE, &body).await;
+    assert_problem(status, &problem, 400, "VALIDATION_FAILED");
+    let errors = field_errors(&problem);
+    for field in [
+        "spec.platform.gcp.workloadIdentity.poolID",
+        "labels.te\u{0}am",
+    ] {
+        assert!(
+            errors.contains(&(field, "must not contain NUL characters (\\u0000)")),
+            "{field} in {errors:?}"
+        );
+    }
+    let (_, list) = app.get("/api/v1/clusters", ALICE).await;
+    assert_eq!(list["total"], 0, "nothing stored");
+    assert!(app.outbox().await.is_empty(), "no event");
+
+    // A server-owned field is dropped whatever it holds.
+    let mut echoed = cli_cluster("echoed");
+    echoed["id"] = json!("x\u{0}");
+    assert_eq!(
+        app.post("/api/v1/clusters", ALICE, &echoed).await.0,
+        StatusCode::CREATED
+    );
+
+    // In a status report's free-form metadata too (keys and values).
+    let cluster = app.create_cluster(ALICE, "reported").await;
+    let path = format!(
+        "/api/v1/clusters/{}/status",
+        cluster["id"].as_str().unwrap()
+    );
+    let (status, problem) = app
+        .put(
+            &path,
+            CONTROLLER,
+            &json!({"controller_name": "ctl-a", "observed_generation": 1,
+                    "metadata": {"k\u{0}": "v", "note": "a\u{0}b"}}),
+        )
+        .await;
+    assert_problem(status, &problem, 400, "VALIDATION_FAILED");
+    assert_eq!(
+        field_errors(&problem),
+        [
+            (
+                "metadata.k\u{0}",
+                "must not contain NUL characters (\\u0000)"
+            ),
+            ("metadata.note", "must not contain NUL characters (\\u0000)")
+        ]
+    );
+    let (_, status_view) = app.get(&path, CONTROLLER).await;
+    assert_eq!(
+        status_view["controller_status"],
+        json!([]),
+        "no report stored"
+    );
+
+    // In a query.
+    for query in ["labels=team%3Dinf%00ra", "name=c%001"] {
+        let (status, problem) = app.get(&format!("/api/v1/clusters?{query}"), ALICE).await;
+        assert_problem(status, &problem, 400, "INVALID_QUERY");
+        assert!(
+            problem["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("must not contain NUL characters (\\u0000)"),
+            "{problem}"
+        );
+    }
+}
+
+/// JSON Schema's `integer` includes `3.0`, and so does the API: an integral number is read as
+/// an integer wherever one is expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integral_numbers_written_with_a_fraction_are_integers() {
+    let app = TestApp::spawn().await;
+    let cluster = app.create_cluster(ALICE, "floats").await;
+    let id = cluster["id"].as_str().unwrap();
+    let mut body = cli_nodepool(id, "np", 0);
+    body["spec"]["replicas"] = json!(3.0);
+    body["spec"]["platform"]["gcp"]["rootVolume"]["size"] = json!(1.28e2);
+    let (status, created) = app.post("/api/v1/nodepools", ALICE, &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spec"]["replicas"], json!(3));
+    assert_eq!(
+        created["spec"]["platform"]["gcp"]["rootVolume"]["size"],
+        json!(128)
+    );
+    // A fraction is still not an integer.
+    body["name"] = json!("np2");
+    body["spec"]["replicas"] = json!(2.5);
+    let (status, problem) = app.post("/api/v1/nodepools", ALICE, &body).await;
+    assert_problem(status, &problem, 400, "VALIDATION_FAILED");
+    assert_eq!(field_errors(&problem)[0].0, "spec.replicas");
+}

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use actix_web::middleware::from_fn;
@@ -140,20 +139,6 @@ async fn concurrent_requests_stay_within_database_max_connections() {
     assert_eq!(gauge, backends.to_string(), "the gauge adds up every pool");
 }
 
-/// `openapi-spec-validator`: from `OPENAPI_SPEC_VALIDATOR`, `.tools/venv` (installed by
-/// `cargo xtask ci`), or `PATH`.
-fn spec_validator() -> PathBuf {
-    if let Some(path) = std::env::var_os("OPENAPI_SPEC_VALIDATOR") {
-        return PathBuf::from(path);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.tools/venv/bin/openapi-spec-validator");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("openapi-spec-validator")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_is_valid_and_complete() {
     let app = TestApp::spawn().await;
@@ -205,7 +190,7 @@ async fn openapi_document_is_valid_and_complete() {
 
     let file = std::env::temp_dir().join(format!("cls-openapi-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-    let validator = spec_validator();
+    let validator = python_tool("OPENAPI_SPEC_VALIDATOR", "openapi-spec-validator");
     let output = Command::new(&validator).arg(&file).output().unwrap_or_else(|e| {
         panic!("cannot run {} ({e}); run `cargo xtask ci` (it installs it into .tools/venv) or pip install openapi-spec-validator", validator.display())
     });

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod parse;
 pub mod reconcile;
 pub mod resource;
+pub mod schema;
 pub mod status;
 pub mod timefmt;
 pub mod validate;

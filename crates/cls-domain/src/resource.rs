@@ -55,10 +55,13 @@ impl ResourceKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterSpec {
+    /// Required on GCP: 1–15 characters, a lowercase letter first, then lowercase letters,
+    /// digits or hyphens.
     #[serde(rename = "infraID", default, skip_serializing_if = "Option::is_none")]
     pub infra_id: Option<String>,
     /// Required; optional in the type so that validation reports it with every other problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, value_type = ClusterPlatform)]
     pub platform: Option<ClusterPlatform>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ClusterRelease>,
@@ -80,6 +83,7 @@ pub struct ClusterSpec {
 pub struct ClusterPlatform {
     /// Required; compared case-insensitively and stored lower-cased.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, value_type = String, min_length = 1)]
     pub platform_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcp: Option<GcpClusterPlatform>,
@@ -157,12 +161,13 @@ pub struct ClusterRelease {
     /// Defaults to `DEFAULT_CLUSTER_VERSION`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Defaults to `DEFAULT_CHANNEL_GROUP`; one of [`CHANNEL_GROUPS`].
+    /// Defaults to `DEFAULT_CHANNEL_GROUP` (when absent or blank); one of [`CHANNEL_GROUPS`].
     #[serde(
         rename = "channelGroup",
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(pattern = r"^(stable|fast|candidate|eus|\s*)$")]
     pub channel_group: Option<String>,
 }
 
@@ -201,6 +206,7 @@ pub struct ClusterNetworkEntry {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(maximum = 255)]
     pub host_prefix: Option<u8>,
 }
 
@@ -243,13 +249,14 @@ impl ClusterSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodePoolSpec {
-    /// 0..=1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000)]
     pub replicas: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management: Option<Management>,
     /// Required; optional in the type so that validation reports it with every other problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, value_type = NodePoolPlatform)]
     pub platform: Option<NodePoolPlatform>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<NodePoolRelease>,
@@ -269,6 +276,7 @@ pub struct Management {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(pattern = "^(Replace|InPlace)$")]
     pub upgrade_type: Option<String>,
     #[serde(rename = "autoRepair")]
     pub auto_repair: bool,
@@ -313,7 +321,9 @@ pub enum IntOrString {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodePoolPlatform {
+    /// Required.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, value_type = String, min_length = 1)]
     pub platform_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcp: Option<GcpNodePoolPlatform>,
@@ -322,6 +332,7 @@ pub struct NodePoolPlatform {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GcpNodePoolPlatform {
     #[serde(rename = "instanceType")]
+    #[schema(pattern = r"\S")]
     pub instance_type: String,
     #[serde(
         rename = "rootVolume",
@@ -338,6 +349,7 @@ pub struct GcpNodePoolPlatform {
     )]
     pub service_account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_labels)]
     pub labels: Option<Labels>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taints: Option<Vec<Taint>>,
@@ -346,6 +358,7 @@ pub struct GcpNodePoolPlatform {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RootVolume {
     /// Size in GiB.
+    #[schema(minimum = 1)]
     pub size: i64,
     #[serde(rename = "type")]
     pub volume_type: String,
@@ -353,10 +366,12 @@ pub struct RootVolume {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Taint {
+    #[schema(pattern = r"\S")]
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    #[schema(pattern = "^(NoSchedule|PreferNoSchedule|NoExecute)$")]
     pub effect: String,
 }
 
@@ -383,6 +398,7 @@ pub struct Cluster {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_project_id: Option<String>,
+    #[schema(schema_with = crate::schema::labels)]
     pub labels: Labels,
     pub created_by: String,
     pub generation: i64,
@@ -406,6 +422,7 @@ pub struct NodePool {
     pub id: Uuid,
     pub cluster_id: Uuid,
     pub name: String,
+    #[schema(schema_with = crate::schema::labels)]
     pub labels: Labels,
     pub created_by: String,
     pub generation: i64,
@@ -430,32 +447,49 @@ pub struct NodePool {
 /// `POST /api/v1/clusters`. Server-owned fields ([`SERVER_OWNED_FIELDS`]) are dropped first.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateClusterRequest {
+    /// A lowercase DNS label, unique among the owner's live clusters.
     #[serde(default)]
+    #[schema(required = true, value_type = String, max_length = 63, pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 255)]
     pub target_project_id: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_labels)]
     pub labels: Option<Labels>,
     #[serde(default)]
+    #[schema(required = true, value_type = ClusterSpec)]
     pub spec: Option<ClusterSpec>,
 }
 
 /// `PUT /api/v1/clusters/{id}`. Immutable fields may be sent back unchanged.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct UpdateClusterRequest {
+    /// Replaces the stored spec.
     #[serde(default)]
+    #[schema(required = true, value_type = ClusterSpec)]
     pub spec: Option<ClusterSpec>,
+    /// Absent or `null`: the stored labels are kept.
     #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_labels)]
     pub labels: Option<Labels>,
+    /// Absent or `null`: the stored description is kept.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
+    /// When given, must equal the stored one (409 `VERSION_CONFLICT` otherwise).
     #[serde(default)]
     pub resource_version: Option<String>,
+    /// Immutable: may be sent back, unchanged (400 otherwise).
     #[serde(default)]
+    #[schema(read_only)]
     pub name: Option<String>,
+    /// Immutable: may be sent back, unchanged (400 otherwise).
     #[serde(default)]
+    #[schema(read_only)]
     pub target_project_id: Option<String>,
 }
 
@@ -463,28 +497,44 @@ pub struct UpdateClusterRequest {
 /// from the path).
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateNodePoolRequest {
+    /// The cluster, one the caller may see (400 `INVALID_CLUSTER_ID` otherwise). Under
+    /// `/clusters/{id}/nodepools` it comes from the path and may be left out.
     #[serde(default)]
+    #[schema(required = true, value_type = Uuid)]
     pub cluster_id: Option<String>,
+    /// A lowercase DNS label, unique among the cluster's live nodepools.
     #[serde(default)]
+    #[schema(required = true, value_type = String, max_length = 63, pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_labels)]
     pub labels: Option<Labels>,
     #[serde(default)]
+    #[schema(required = true, value_type = NodePoolSpec)]
     pub spec: Option<NodePoolSpec>,
 }
 
 /// `PUT /api/v1/nodepools/{id}`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct UpdateNodePoolRequest {
+    /// Replaces the stored spec.
     #[serde(default)]
+    #[schema(required = true, value_type = NodePoolSpec)]
     pub spec: Option<NodePoolSpec>,
+    /// Absent or `null`: the stored labels are kept.
     #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_labels)]
     pub labels: Option<Labels>,
+    /// When given, must equal the stored one (409 `VERSION_CONFLICT` otherwise).
     #[serde(default)]
     pub resource_version: Option<String>,
+    /// Immutable: may be sent back, unchanged (400 otherwise).
     #[serde(default)]
+    #[schema(read_only)]
     pub name: Option<String>,
+    /// Immutable: may be sent back, unchanged (400 otherwise).
     #[serde(default)]
+    #[schema(read_only)]
     pub cluster_id: Option<String>,
 }
 

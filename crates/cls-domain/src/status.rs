@@ -100,9 +100,14 @@ impl Status {
 /// that [`validate_report`] reports every missing one at once.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct ControllerReport {
+    /// 1–63 lowercase letters, digits or hyphens, a letter first and no hyphen last
+    /// (surrounding whitespace is trimmed).
     #[serde(default)]
+    #[schema(required = true, value_type = String, pattern = r"^\s*[a-z]([-a-z0-9]{0,61}[a-z0-9])?\s*$")]
     pub controller_name: Option<String>,
+    /// At least 1 and at most the resource's current generation (400 otherwise).
     #[serde(default)]
+    #[schema(required = true, value_type = i64, minimum = 1)]
     pub observed_generation: Option<i64>,
     #[serde(default)]
     pub conditions: Option<Vec<ReportedCondition>>,
@@ -115,15 +120,20 @@ pub struct ControllerReport {
 /// A condition as a controller reports it.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct ReportedCondition {
+    /// Unique within the report (surrounding whitespace is trimmed).
     #[serde(rename = "type", default)]
+    #[schema(required = true, value_type = String, pattern = r"\S")]
     pub condition_type: Option<String>,
     #[serde(default)]
+    #[schema(required = true, value_type = ConditionStatus)]
     pub status: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// RFC 3339.
     #[serde(rename = "lastTransitionTime", default)]
+    #[schema(format = DateTime)]
     pub last_transition_time: Option<String>,
     #[serde(default)]
     pub severity: Option<String>,
@@ -151,8 +161,11 @@ pub struct ErrorInfo {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(schema_with = crate::schema::retry_after)]
     pub retry_after: Option<Value>,
+    /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub timestamp: Option<String>,
 }
 

@@ -72,14 +72,7 @@ pub(crate) fn cluster_event(
 
 /// List clusters the caller may see, newest first.
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters",
-    params(
-        ("limit" = Option<i64>, Query, description = "1-100, default 50; larger values are clamped to 100"),
-        ("offset" = Option<i64>, Query, description = ">= 0"),
-        ("status" = Option<String>, Query, description = "aggregated phase: Pending, Progressing, Ready, Failed"),
-        ("labels" = Option<String>, Query, description = "k=v,k2=v2: every label must match"),
-        ("name" = Option<String>, Query, description = "exact name"),
-        ("include_deleted" = Option<bool>, Query, description = "controllers only: include soft-deleted clusters"),
-    ),
+    params(super::ListParams),
     responses((status = 200, description = "OK", body = ClusterList), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_clusters(
     state: web::Data<AppState>,
@@ -99,7 +92,7 @@ pub(crate) async fn list_clusters(
 
 /// Create a cluster; emits `cluster.created`. Supports `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", request_body = CreateClusterRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe creation, scoped to the caller, kept 24 h")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "retry-safe creation, scoped to the caller, kept 24 h: 1-255 visible ASCII characters")),
     responses((status = 201, description = "Created", body = Cluster, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem, content_type = "application/problem+json")))]
@@ -257,7 +250,7 @@ pub(crate) async fn update_cluster(
 /// `nodepool.deleted` per nodepool. Only `Pending` or `Failed` clusters unless `force=true`;
 /// with `If-Match`, only the version it names.
 #[utoipa::path(delete, path = "/api/v1/clusters/{id}", tag = "clusters",
-    params(("id" = Uuid, Path), ("force" = Option<bool>, Query, description = "delete whatever the phase (only the literal true)"), ("If-Match" = Option<String>, Header, description = "delete only if the ETag matches (412 otherwise)")),
+    params(("id" = Uuid, Path), ("force" = Option<String>, Query, description = "`true`: delete whatever the phase (only the literal `true`; any other value does not force)"), ("If-Match" = Option<String>, Header, description = "delete only if the ETag matches (412 otherwise)")),
     responses((status = 202, description = "Accepted", body = DeleteClusterResponse), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not match the current ETag", body = Problem, content_type = "application/problem+json")))]
@@ -306,9 +299,7 @@ pub(crate) async fn delete_cluster(
 
 /// List the nodepools of a cluster (like `GET /nodepools?clusterId=`).
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/nodepools", tag = "nodepools",
-    params(("id" = Uuid, Path), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query),
-        ("status" = Option<String>, Query), ("labels" = Option<String>, Query), ("name" = Option<String>, Query),
-        ("include_deleted" = Option<bool>, Query)),
+    params(("id" = Uuid, Path), super::ListParams),
     responses((status = 200, description = "OK", body = NodePoolList), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_cluster_nodepools(
@@ -334,7 +325,7 @@ pub(crate) async fn list_cluster_nodepools(
 
 /// Create a nodepool in this cluster (like `POST /nodepools` with `cluster_id` from the path).
 #[utoipa::path(post, path = "/api/v1/clusters/{id}/nodepools", tag = "nodepools", request_body = CreateNodePoolRequest,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "retry-safe creation, scoped to the caller, kept 24 h: 1-255 visible ASCII characters")),
     responses((status = 201, description = "Created", body = NodePool, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem, content_type = "application/problem+json")))]

@@ -423,6 +423,35 @@ impl<T: CreatedResource> Created<T> {
     }
 }
 
+/// The list endpoints' query parameters, as the OpenAPI document states them
+/// ([`Query::list_query`] parses them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "declares the parameters for the OpenAPI document only"
+)]
+pub(crate) struct ListParams {
+    /// Page size, 1-100 (default 50); a larger value, however large, is clamped to 100, and
+    /// the response says which was used.
+    // No `format` in the document: see `openapi::AnyInteger`.
+    #[param(minimum = 1)]
+    limit: Option<u64>,
+    /// Items to skip (default 0).
+    #[param(minimum = 0)]
+    offset: Option<i64>,
+    /// Only resources in this aggregated phase (empty: any).
+    #[param(pattern = "^(Pending|Progressing|Ready|Failed)?$")]
+    status: Option<String>,
+    /// `k=v,k2=v2`: every label must match.
+    #[param(pattern = r"^([^,=]*[^,=\s][^,=]*=[^,]*)?(,([^,=]*[^,=\s][^,=]*=[^,]*)?)*$")]
+    labels: Option<String>,
+    /// Exact name (empty: any).
+    name: Option<String>,
+    /// Controllers only: include soft-deleted resources.
+    include_deleted: Option<bool>,
+}
+
 /// Query parameters, each allowed name at most once.
 pub(crate) struct Query(Vec<(String, String)>);
 
@@ -436,7 +465,17 @@ impl Query {
                 )
             })?
             .into_inner();
-        for (name, _) in &pairs {
+        for (name, value) in &pairs {
+            if value.contains('\0') {
+                // Postgres stores and compares no NUL in text: refused, never a 500.
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!(
+                        "query parameter '{name}' {}",
+                        cls_domain::parse::NUL_MESSAGE
+                    ),
+                ));
+            }
             if !allowed.contains(&name.as_str()) {
                 return Err(ApiError::new(
                     ErrorCode::InvalidQuery,
@@ -486,13 +525,14 @@ impl Query {
         };
         let offset = match self.get("offset") {
             None => 0,
+            // Beyond 64 bits is refused too: answering with a smaller offset than was asked
+            // for would misreport the page.
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if n >= 0 => n,
-                // Past any page there is: an empty one, not an error.
-                Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => i64::MAX,
                 _ => {
                     return Err(bad(format!(
-                        "offset must be a non-negative integer (got '{raw}')"
+                        "offset must be an integer from 0 to {} (got '{raw}')",
+                        i64::MAX
                     )));
                 }
             },

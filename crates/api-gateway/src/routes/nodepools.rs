@@ -64,9 +64,7 @@ pub(crate) fn nodepool_event(
 
 /// List nodepools the caller may see, newest first.
 #[utoipa::path(get, path = "/api/v1/nodepools", tag = "nodepools",
-    params(("clusterId" = Option<Uuid>, Query, description = "only this cluster's nodepools"),
-        ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query), ("status" = Option<String>, Query),
-        ("labels" = Option<String>, Query), ("name" = Option<String>, Query), ("include_deleted" = Option<bool>, Query)),
+    params(("clusterId" = Option<String>, Query, pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "only this cluster's nodepools: its canonical UUID (empty: any cluster)"), super::ListParams),
     responses((status = 200, description = "OK", body = NodePoolList), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_nodepools(
     state: web::Data<AppState>,
@@ -79,12 +77,18 @@ pub(crate) async fn list_nodepools(
     let query = params.list_query()?;
     let cluster_id = match params.get("clusterId") {
         None | Some("") => None,
-        Some(raw) => Some(Uuid::try_parse(raw).map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidQuery,
-                format!("clusterId must be a UUID (got '{raw}')"),
-            )
-        })?),
+        // Canonical, as in paths: one spelling per cluster.
+        Some(raw) => Some(
+            Uuid::try_parse(raw)
+                .ok()
+                .filter(|_| raw.len() == 36)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidQuery,
+                        format!("clusterId must be a canonical UUID (got '{raw}')"),
+                    )
+                })?,
+        ),
     };
     let mut conn = state.pool().get().await?;
     let page = nodepools::list(&mut conn, &caller.0, cluster_id, &query).await?;
@@ -99,7 +103,7 @@ pub(crate) async fn list_nodepools(
 /// Create a nodepool; emits `nodepool.created`. A missing `release.version` inherits the
 /// cluster's. Supports `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/nodepools", tag = "nodepools", request_body = CreateNodePoolRequest,
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "retry-safe creation, scoped to the caller, kept 24 h: 1-255 visible ASCII characters")),
     responses((status = 201, description = "Created", body = NodePool, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem, content_type = "application/problem+json")))]
@@ -313,7 +317,7 @@ pub(crate) async fn update_nodepool(
 /// Soft-delete a nodepool; emits `nodepool.deleted`. `force` is accepted (nodepools have no
 /// phase guard); with `If-Match`, only the version it names is deleted.
 #[utoipa::path(delete, path = "/api/v1/nodepools/{id}", tag = "nodepools",
-    params(("id" = Uuid, Path), ("force" = Option<bool>, Query), ("If-Match" = Option<String>, Header, description = "delete only if the ETag matches (412 otherwise)")),
+    params(("id" = Uuid, Path), ("force" = Option<String>, Query, description = "accepted and ignored: nodepools have no phase guard"), ("If-Match" = Option<String>, Header, description = "delete only if the ETag matches (412 otherwise)")),
     responses((status = 202, description = "Accepted", body = DeleteNodePoolResponse), (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not match the current ETag", body = Problem, content_type = "application/problem+json")))]

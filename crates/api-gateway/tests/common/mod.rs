@@ -402,3 +402,18 @@ pub async fn scrape(base: &str) -> String {
         .await
         .unwrap()
 }
+
+/// A command-line tool from PyPI: the path in the environment variable `var`, else
+/// `.tools/venv/bin/{tool}` (where `cargo xtask ci` installs it), else `tool` on `PATH`.
+pub fn python_tool(var: &str, tool: &str) -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return path.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools/venv/bin")
+        .join(tool);
+    if venv.exists() {
+        return venv;
+    }
+    tool.into()
+}
