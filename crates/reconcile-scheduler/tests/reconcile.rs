@@ -15,6 +15,15 @@ use common::*;
 use reqwest::Method;
 use time::OffsetDateTime;
 
+/// A `Trigger` of a cluster.
+fn cluster_trigger(id: impl Into<String>, reason: &str) -> TriggerRequest {
+    TriggerRequest {
+        kind: ResourceKind::Cluster as i32,
+        resource_id: id.into(),
+        reason: reason.to_owned(),
+    }
+}
+
 fn reasons(events: &[&Reconcile]) -> Vec<String> {
     events.iter().map(|e| e.reason.clone()).collect()
 }
@@ -281,7 +290,7 @@ async fn a_killed_replica_s_items_are_emitted_by_another_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // While A holds them, nobody else gets them.
-    let mut conn = stack.db.conn().await;
+    let mut conn = stack.conn().await;
     assert!(
         cls_storage::schedule::lock_due(
             &mut conn,
@@ -462,32 +471,23 @@ async fn trigger_and_stats_over_grpc() {
             .unwrap();
 
     let bad = client
-        .trigger(TriggerRequest {
-            kind: ResourceKind::Cluster as i32,
-            resource_id: "not-a-uuid".into(),
-            reason: "periodic".into(),
-        })
+        .trigger(cluster_trigger("not-a-uuid", "periodic"))
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().contains("resource_id") && bad.message().contains("reason"));
     let missing = client
-        .trigger(TriggerRequest {
-            kind: ResourceKind::Cluster as i32,
-            resource_id: uuid::Uuid::new_v4().to_string(),
-            reason: "manual_trigger".into(),
-        })
+        .trigger(cluster_trigger(
+            uuid::Uuid::new_v4().to_string(),
+            "manual_trigger",
+        ))
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
 
     let before = OffsetDateTime::now_utc();
     let due = client
-        .trigger(TriggerRequest {
-            kind: ResourceKind::Cluster as i32,
-            resource_id: cluster.clone(),
-            reason: "manual_trigger".into(),
-        })
+        .trigger(cluster_trigger(&cluster, "manual_trigger"))
         .await
         .unwrap()
         .into_inner()
@@ -522,6 +522,81 @@ async fn trigger_and_stats_over_grpc() {
         )
         .await,
         Some(1.0)
+    );
+    scheduler.shutdown().await;
+}
+
+/// A Postgres restart under the scheduler (SPEC §8): while it is down `/readyz` is 503 and a
+/// `Trigger` answers `UNAVAILABLE` promptly (never a hang); once it is back the same replica
+/// is ready again and emits for a resource created after the restart, without restarting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_recovers_from_a_postgres_restart_without_restarting() {
+    use cls_test_support::postgres::OwnCluster;
+    use std::time::Instant;
+    let pg = tokio::task::block_in_place(|| OwnCluster::start("scheduler-restart")).unwrap();
+    cls_storage::migrate::run(pg.url()).await.unwrap();
+    let stack = Stack::start_on(pg.url(), &[]).await;
+    let scheduler = stack.scheduler(&stack.scheduler_config(&[]), true).await;
+    let readyz = format!("http://{}/readyz", scheduler.service.admin_addr);
+    let ready = || async { stack.client.get(&readyz).send().await.unwrap().status() };
+    let before = stack.create_cluster("before").await;
+    stack
+        .reconciles_until(Duration::from_secs(15), |e| !of(e, &before).is_empty())
+        .await;
+    assert_eq!(ready().await, reqwest::StatusCode::OK);
+
+    tokio::task::block_in_place(|| pg.stop()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready().await != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        assert!(
+            Instant::now() < deadline,
+            "still ready without its database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut client =
+        ReconcileSchedulerClient::connect(format!("http://{}", scheduler.service.grpc_addr))
+            .await
+            .unwrap();
+    let started = Instant::now();
+    let refused = client
+        .trigger(cluster_trigger(&before, "manual_trigger"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "prompt");
+
+    tokio::task::block_in_place(|| pg.start_again()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready().await != reqwest::StatusCode::OK {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The gateway's pooled connections died too: a create may meet one and answer 503.
+    let after = loop {
+        let (status, body) = stack
+            .call(
+                Method::POST,
+                "/api/v1/clusters",
+                USER,
+                Some(&cluster_body("after", "infra-1")),
+            )
+            .await;
+        if status == 201 {
+            break body["id"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "the gateway never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let events = stack
+        .reconciles_until(Duration::from_secs(30), |e| !of(e, &after).is_empty())
+        .await;
+    let first = of(&events, &after)[0];
+    assert_eq!(
+        (first.reason.as_str(), first.scheduled_by.as_str()),
+        ("never_reconciled", scheduler.replica_id.as_str()),
+        "emitted by the replica that lived through the restart"
     );
     scheduler.shutdown().await;
 }

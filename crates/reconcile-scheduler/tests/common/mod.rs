@@ -39,7 +39,9 @@ async fn listeners() -> (TcpListener, TcpListener) {
 /// Database, emulator, subscription, event-publisher, status-aggregator and api-gateway; the
 /// tests start schedulers themselves ([`Stack::scheduler`]).
 pub struct Stack {
-    pub db: TestDb,
+    /// The test's own database, unless the stack runs on a given one ([`Stack::start_on`]).
+    db: Option<TestDb>,
+    pub database_url: String,
     pub emulator: PubSubEmulator,
     pub subscriber: Subscriber,
     pub publisher: event_publisher::Running,
@@ -57,6 +59,21 @@ impl Stack {
     /// Starts everything but the scheduler. `aggregator_vars` tune the aggregator.
     pub async fn start(aggregator_vars: &[(&str, &str)]) -> Stack {
         let db = TestDb::new().await;
+        let url = db.url().to_owned();
+        Stack::start_with(Some(db), url, aggregator_vars).await
+    }
+
+    /// [`Stack::start`] on a migrated database of the caller's (say, on a Postgres cluster
+    /// the test restarts).
+    pub async fn start_on(database_url: &str, aggregator_vars: &[(&str, &str)]) -> Stack {
+        Stack::start_with(None, database_url.to_owned(), aggregator_vars).await
+    }
+
+    async fn start_with(
+        db: Option<TestDb>,
+        database_url: String,
+        aggregator_vars: &[(&str, &str)],
+    ) -> Stack {
         let emulator = PubSubEmulator::start().unwrap();
         let mut subscriber = Subscriber::connect(&emulator.host()).await;
         subscriber.subscribe().await;
@@ -65,7 +82,7 @@ impl Stack {
 
         let publisher_config = event_publisher::Config::from_vars(&vars(
             &[
-                ("DATABASE_URL", db.url()),
+                ("DATABASE_URL", &database_url),
                 ("PUBSUB_EMULATOR_HOST", &emulator.host()),
                 ("GOOGLE_CLOUD_PROJECT", PROJECT),
                 ("OUTBOX_POLL_INTERVAL", "500ms"),
@@ -83,7 +100,7 @@ impl Stack {
 
         let aggregator_config = status_aggregator::Config::from_vars(&vars(
             &[
-                ("DATABASE_URL", db.url()),
+                ("DATABASE_URL", &database_url),
                 ("RECONCILE_SCHEDULER_URL", &scheduler_url),
                 ("PEER_TIMEOUT", "2s"),
             ],
@@ -108,7 +125,7 @@ impl Stack {
 
         let gateway_config = api_gateway::Config::from_vars(&vars(
             &[
-                ("DATABASE_URL", db.url()),
+                ("DATABASE_URL", &database_url),
                 (
                     "STATUS_AGGREGATOR_URL",
                     &format!("http://{}", aggregator.grpc_addr),
@@ -130,6 +147,7 @@ impl Stack {
 
         Stack {
             db,
+            database_url,
             emulator,
             subscriber,
             publisher,
@@ -141,11 +159,19 @@ impl Stack {
         }
     }
 
+    /// A new connection to the stack's database.
+    pub async fn conn(&self) -> diesel_async::AsyncPgConnection {
+        use diesel_async::AsyncConnection as _;
+        diesel_async::AsyncPgConnection::establish(&self.database_url)
+            .await
+            .unwrap()
+    }
+
     /// A scheduler configuration for this stack: short intervals, `extra` on top.
     pub fn scheduler_config(&self, extra: &[(&str, &str)]) -> reconcile_scheduler::Config {
         reconcile_scheduler::Config::from_vars(&vars(
             &[
-                ("DATABASE_URL", self.db.url()),
+                ("DATABASE_URL", &self.database_url),
                 (
                     "EVENT_PUBLISHER_URL",
                     &format!("http://{}", self.publisher.grpc_addr),
