@@ -59,7 +59,8 @@ pub struct ClusterSpec {
     /// digits or hyphens.
     #[serde(rename = "infraID", default, skip_serializing_if = "Option::is_none")]
     pub infra_id: Option<String>,
-    /// Required; optional in the type so that validation reports it with every other problem.
+    /// Required.
+    // Optional in the type so that validation reports it with every other problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(required = true, value_type = ClusterPlatform)]
     pub platform: Option<ClusterPlatform>,
@@ -254,7 +255,8 @@ pub struct NodePoolSpec {
     pub replicas: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management: Option<Management>,
-    /// Required; optional in the type so that validation reports it with every other problem.
+    /// Required.
+    // Optional in the type so that validation reports it with every other problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(required = true, value_type = NodePoolPlatform)]
     pub platform: Option<NodePoolPlatform>,
@@ -444,7 +446,8 @@ pub struct NodePool {
 // ---------------------------------------------------------------------------------------------
 // Request bodies
 
-/// `POST /api/v1/clusters`. Server-owned fields ([`SERVER_OWNED_FIELDS`]) are dropped first.
+/// `POST /api/v1/clusters`. Server-owned fields a client echoes from a GET are ignored.
+// They are dropped before parsing: [`SERVER_OWNED_FIELDS`].
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateClusterRequest {
     /// A lowercase DNS label, unique among the owner's live clusters.

@@ -96,8 +96,9 @@ impl Status {
 // ---------------------------------------------------------------------------------------------
 // Controller reports
 
-/// `PUT …/status` body as sent by a controller. Required fields are optional in the type so
-/// that [`validate_report`] reports every missing one at once.
+/// `PUT …/status` body as sent by a controller.
+// Required fields are optional in the type so that [`validate_report`] reports every missing
+// one at once.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 pub struct ControllerReport {
     /// 1–63 lowercase letters, digits or hyphens, a letter first and no hyphen last
