@@ -84,12 +84,7 @@ async fn malformed_requests_get_clear_problems() {
     typo["lables"] = json!({});
     let (status, body) = app.post("/api/v1/clusters", ALICE, &typo).await;
     assert_problem(status, &body, 400, "VALIDATION_FAILED");
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = strings(&body["errors"], "field");
     assert_eq!(fields, ["lables", "spec.platform.gcp.regoin", "name"]);
 
     // Keys given twice are named too (no parser's choice between them is silently taken),

@@ -408,12 +408,7 @@ async fn bad_reports_are_refused_with_clear_errors_and_change_nothing() {
     mixed["conditions"][0]["lastTransitionTime"] = json!("yesterday");
     let (status, body) = put_report(&app, &path, &mixed).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let mut fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let mut fields = strings(&body["errors"], "field");
     fields.sort_unstable();
     assert_eq!(
         fields,
@@ -625,12 +620,7 @@ async fn reports_recover_from_a_postgres_restart_without_restarting() {
     }
     let (status, got) = app.get(&path, CONTROLLER).await;
     assert_eq!(status, StatusCode::OK);
-    let controllers: Vec<&str> = got["controller_status"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row["controller_name"].as_str().unwrap())
-        .collect();
+    let controllers = strings(&got["controller_status"], "controller_name");
     assert_eq!(
         controllers,
         ["ctl-a", "ctl-b"],

@@ -399,12 +399,7 @@ async fn a_user_past_its_quota_gets_429_and_nothing_is_stored() {
     assert_eq!(app.outbox_types().await.len() as u64, created);
     let (status, list) = app.get("/api/v1/clusters?limit=100", CONTROLLER).await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = list["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = strings(&list["clusters"], "name");
     assert_eq!(names.len() as u64, created, "{names:?}");
     assert!(
         !names.contains(&format!("quota-{created}").as_str()),

@@ -417,3 +417,13 @@ pub fn python_tool(var: &str, tool: &str) -> std::path::PathBuf {
     }
     tool.into()
 }
+
+/// The string `key` of every element of the JSON array `items`, in order.
+pub fn strings<'a>(items: &'a Value, key: &str) -> Vec<&'a str> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[key].as_str().unwrap())
+        .collect()
+}
