@@ -1,97 +1,14 @@
 //! JWT mode: RS256 and ES256 tokens verified against a JWKS (file or URL) with issuer,
-//! audience, expiry and not-before checks. Keys are generated here; tokens are signed by hand.
+//! audience, expiry and not-before checks, with keys generated in the test (`common::jwt`).
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by panicking")]
 
 mod common;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, RSA_PKCS1_SHA256,
-};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use common::jwt::*;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const ISSUER: &str = "https://idp.example.com";
-const AUDIENCE: &str = "cls-api";
-
-struct Keys {
-    rsa: RsaKeyPair,
-    ec: EcdsaKeyPair,
-}
-
-impl Keys {
-    fn generate() -> Keys {
-        Keys {
-            rsa: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
-            ec: EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap(),
-        }
-    }
-
-    fn jwks(&self) -> Value {
-        let rsa = self.rsa.public_key();
-        let point = self.ec.public_key().as_ref();
-        json!({"keys": [
-            {"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "use": "sig",
-             "n": B64.encode(rsa.modulus().big_endian_without_leading_zero()),
-             "e": B64.encode(rsa.exponent().big_endian_without_leading_zero())},
-            {"kty": "EC", "kid": "ec-1", "alg": "ES256", "use": "sig", "crv": "P-256",
-             "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])},
-        ]})
-    }
-
-    fn sign(&self, alg: &str, kid: &str, claims: &Value) -> String {
-        let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
-        let input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let rng = SystemRandom::new();
-        let signature = match alg {
-            "RS256" => {
-                let mut sig = vec![0; self.rsa.public_modulus_len()];
-                self.rsa
-                    .sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig)
-                    .unwrap();
-                sig
-            }
-            "ES256" => self
-                .ec
-                .sign(&rng, input.as_bytes())
-                .unwrap()
-                .as_ref()
-                .to_vec(),
-            _ => b"not-a-signature".to_vec(),
-        };
-        format!("{input}.{}", B64.encode(signature))
-    }
-}
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn claims(email: &str) -> Value {
-    json!({"iss": ISSUER, "aud": AUDIENCE, "email": email, "iat": now(), "nbf": now() - 10, "exp": now() + 600})
-}
-
-async fn jwt_app(keys: &Keys, dir: &std::path::Path) -> TestApp {
-    let path = dir.join("jwks.json");
-    std::fs::write(&path, keys.jwks().to_string()).unwrap();
-    TestApp::spawn_with(&[
-        ("AUTH_MODE", "jwt"),
-        ("JWT_JWKS_FILE", path.to_str().unwrap()),
-        ("JWT_ISSUERS", ISSUER),
-        ("JWT_AUDIENCE", AUDIENCE),
-        ("JWT_LEEWAY", "30"),
-    ])
-    .await
-}
 
 async fn list_with(app: &TestApp, token: &str, email_header: Option<&str>) -> (StatusCode, Value) {
     let mut request = app
@@ -103,17 +20,11 @@ async fn list_with(app: &TestApp, token: &str, email_header: Option<&str>) -> (S
     read(request.send().await.unwrap()).await
 }
 
-fn temp_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("cls-jwt-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_rs256_and_es256_tokens_identify_the_caller() {
     let keys = Keys::generate();
-    let dir = temp_dir();
-    let app = jwt_app(&keys, &dir).await;
+    let jwks = JwksFile::write(&keys);
+    let app = TestApp::spawn_with(&jwks.gateway_vars()).await;
 
     let token = keys.sign("RS256", "rsa-1", &claims("Alice@Example.com"));
     let response = app
@@ -141,14 +52,13 @@ async fn valid_rs256_and_es256_tokens_identify_the_caller() {
     let bob = keys.sign("RS256", "rsa-1", &claims(BOB));
     let (_, none) = list_with(&app, &bob, None).await;
     assert_eq!(none["total"], 0);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused() {
     let keys = Keys::generate();
-    let dir = temp_dir();
-    let app = jwt_app(&keys, &dir).await;
+    let jwks = JwksFile::write(&keys);
+    let app = TestApp::spawn_with(&jwks.gateway_vars()).await;
     let forger = Keys::generate();
     let with = |patch: Value| {
         let mut c = claims(ALICE);
@@ -228,7 +138,6 @@ async fn bad_tokens_are_refused() {
         .unwrap();
     let (status, body) = read(response).await;
     assert_problem(status, &body, 401, "INVALID_TOKEN");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,8 @@
 )]
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly by panicking")]
 
+pub mod jwt;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::{Arc, LazyLock};
