@@ -92,7 +92,7 @@ pub(crate) async fn list_clusters(
 
 /// Create a cluster; emits `cluster.created`. Supports `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", request_body = CreateClusterRequest,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "retry-safe creation, scoped to the caller, kept 24 h: 1-255 visible ASCII characters")),
+    params(super::IdempotencyParams),
     responses((status = 201, description = "Created", body = Cluster, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem, content_type = "application/problem+json")))]
@@ -325,7 +325,7 @@ pub(crate) async fn list_cluster_nodepools(
 
 /// Create a nodepool in this cluster (like `POST /nodepools` with `cluster_id` from the path).
 #[utoipa::path(post, path = "/api/v1/clusters/{id}/nodepools", tag = "nodepools", request_body = CreateNodePoolRequest,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "retry-safe creation, scoped to the caller, kept 24 h: 1-255 visible ASCII characters")),
+    params(("id" = Uuid, Path), super::IdempotencyParams),
     responses((status = 201, description = "Created", body = NodePool, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or not visible to the caller)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem, content_type = "application/problem+json")))]

@@ -173,15 +173,15 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     })
 }
 
-/// A path id: a UUID in its canonical 36-character form (either case).
+/// A UUID in its canonical 36-character form (either case): one spelling per resource.
+pub(crate) fn canonical_uuid(raw: &str) -> Option<Uuid> {
+    Uuid::try_parse(raw).ok().filter(|_| raw.len() == 36)
+}
+
+/// A path id: a canonical UUID ([`canonical_uuid`]).
 pub(crate) fn path_id(raw: &str) -> Result<Uuid, ApiError> {
-    match Uuid::try_parse(raw) {
-        Ok(id) if raw.len() == 36 => Ok(id),
-        _ => Err(ApiError::new(
-            ErrorCode::InvalidId,
-            format!("'{raw}' is not a valid UUID"),
-        )),
-    }
+    canonical_uuid(raw)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidId, format!("'{raw}' is not a valid UUID")))
 }
 
 /// The strong ETag of a resource version.
@@ -450,6 +450,19 @@ pub(crate) struct ListParams {
     name: Option<String>,
     /// Controllers only: include soft-deleted resources.
     include_deleted: Option<bool>,
+}
+
+/// The create endpoints' `Idempotency-Key` header, as the OpenAPI document states it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(
+    dead_code,
+    reason = "declares the header for the OpenAPI document only"
+)]
+pub(crate) struct IdempotencyParams {
+    /// retry-safe creation, scoped to the caller, kept 24 h: 1-255 visible ASCII characters
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
+    idempotency_key: Option<String>,
 }
 
 /// Query parameters, each allowed name at most once.

@@ -77,18 +77,13 @@ pub(crate) async fn list_nodepools(
     let query = params.list_query()?;
     let cluster_id = match params.get("clusterId") {
         None | Some("") => None,
-        // Canonical, as in paths: one spelling per cluster.
-        Some(raw) => Some(
-            Uuid::try_parse(raw)
-                .ok()
-                .filter(|_| raw.len() == 36)
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::InvalidQuery,
-                        format!("clusterId must be a canonical UUID (got '{raw}')"),
-                    )
-                })?,
-        ),
+        // Canonical, as in paths.
+        Some(raw) => Some(super::canonical_uuid(raw).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("clusterId must be a canonical UUID (got '{raw}')"),
+            )
+        })?),
     };
     let mut conn = state.pool().get().await?;
     let page = nodepools::list(&mut conn, &caller.0, cluster_id, &query).await?;
@@ -103,7 +98,7 @@ pub(crate) async fn list_nodepools(
 /// Create a nodepool; emits `nodepool.created`. A missing `release.version` inherits the
 /// cluster's. Supports `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/nodepools", tag = "nodepools", request_body = CreateNodePoolRequest,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "retry-safe creation, scoped to the caller, kept 24 h: 1-255 visible ASCII characters")),
+    params(super::IdempotencyParams),
     responses((status = 201, description = "Created", body = NodePool, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Bad request: invalid id, query or body (`errors` lists every violation)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid identity", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict: name taken, version mismatch or not deletable", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Idempotency-Key reused with a different request", body = Problem, content_type = "application/problem+json")))]
