@@ -44,14 +44,11 @@ fn schemathesis(app: &TestApp, identity: &str, extra: &[&str]) {
 
 /// How many requests to `method route` the gateway answered with `status` so far.
 async fn answered(app: &TestApp, method: &str, route: &str, status: u16) -> u64 {
-    let series = format!(
-        "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} "
-    );
-    app.gateway_metrics()
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0, |n| n.parse().expect("a counter is an integer"))
+    app.gateway_series(&format!(
+        "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
+    ))
+    .await
+    .map_or(0, |n| n.parse().expect("a counter is an integer"))
 }
 
 // A run whose identity does not work fails (401 is no accepted answer to a schema-valid

@@ -131,11 +131,7 @@ async fn concurrent_requests_stay_within_database_max_connections() {
         shared + 1,
         4 + shared
     );
-    let text = app.gateway_metrics().await;
-    let gauge = text
-        .lines()
-        .find_map(|l| l.strip_prefix("db_pool_connections "))
-        .unwrap();
+    let gauge = app.gateway_series("db_pool_connections").await.unwrap();
     assert_eq!(gauge, backends.to_string(), "the gauge adds up every pool");
 }
 

@@ -539,6 +539,13 @@ async fn the_scheduler_recovers_from_a_postgres_restart_without_restarting() {
     let scheduler = stack.scheduler(&stack.scheduler_config(&[]), true).await;
     let readyz = format!("http://{}/readyz", scheduler.service.admin_addr);
     let ready = || async { stack.client.get(&readyz).send().await.unwrap().status() };
+    // Waits until `/readyz` answers `want`; `never` says what did not happen by `deadline`.
+    let readiness_becomes = async |want, deadline: Instant, never: &str| {
+        while ready().await != want {
+            assert!(Instant::now() < deadline, "{never}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     let before = stack.create_cluster("before").await;
     stack
         .reconciles_until(Duration::from_secs(15), |e| !of(e, &before).is_empty())
@@ -546,14 +553,12 @@ async fn the_scheduler_recovers_from_a_postgres_restart_without_restarting() {
     assert_eq!(ready().await, reqwest::StatusCode::OK);
 
     tokio::task::block_in_place(|| pg.stop()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ready().await != reqwest::StatusCode::SERVICE_UNAVAILABLE {
-        assert!(
-            Instant::now() < deadline,
-            "still ready without its database"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    readiness_becomes(
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        Instant::now() + Duration::from_secs(10),
+        "still ready without its database",
+    )
+    .await;
     let mut client =
         ReconcileSchedulerClient::connect(format!("http://{}", scheduler.service.grpc_addr))
             .await
@@ -568,10 +573,7 @@ async fn the_scheduler_recovers_from_a_postgres_restart_without_restarting() {
 
     tokio::task::block_in_place(|| pg.start_again()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ready().await != reqwest::StatusCode::OK {
-        assert!(Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    readiness_becomes(reqwest::StatusCode::OK, deadline, "never ready again").await;
     // The gateway's pooled connections died too: a create may meet one and answer 503.
     let after = loop {
         let (status, body) = stack

@@ -116,6 +116,17 @@ impl TestApp {
         scrape(&self.admin).await
     }
 
+    /// The value of one series of the gateway's `/metrics`, named exactly as it is exposed
+    /// (`name{label="…",…}`), if it is there.
+    pub async fn gateway_series(&self, series: &str) -> Option<String> {
+        let prefix = format!("{series} ");
+        self.gateway_metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(str::to_owned)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
