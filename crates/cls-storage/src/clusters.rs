@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error::StorageError;
 use crate::outbox;
 use crate::prepared::sql;
-use crate::rows::{ClusterRow, NodePoolRow, all, encode};
+use crate::rows::{ClusterRow, NodePoolRow, StoredCluster, all, encode};
 use crate::schema::{cluster_live_counts, clusters, nodepools, reconcile_schedule};
 use crate::{ListQuery, Page, Updated, check_versions, next_generation, truncate_to_micros};
 
@@ -121,12 +121,13 @@ pub async fn create_announced(
     Ok((cluster, outbox::Written::of(events)))
 }
 
-/// A cluster by id, if the caller may see it (controllers also see deleted clusters).
+/// A cluster by id, if the caller may see it (controllers also see deleted clusters), its
+/// documents undecoded ([`StoredCluster::into_domain`] decodes them).
 pub async fn get(
     conn: &mut AsyncPgConnection,
     caller: &Caller,
     id: Uuid,
-) -> Result<Option<Cluster>, StorageError> {
+) -> Result<Option<StoredCluster>, StorageError> {
     // Static queries (no boxing) so diesel caches them as prepared statements.
     let row = match caller.owner_filter() {
         Some(owner) => {
@@ -147,15 +148,16 @@ pub async fn get(
         }
     }
     .optional()?;
-    row.map(ClusterRow::into_domain).transpose()
+    Ok(row.map(StoredCluster))
 }
 
-/// Clusters the caller may see, newest first (`created_at DESC, id DESC`), with the total.
+/// Clusters the caller may see, newest first (`created_at DESC, id DESC`), with the total;
+/// their documents undecoded, as [`get`] returns them.
 pub async fn list(
     conn: &mut AsyncPgConnection,
     caller: &Caller,
     query: &ListQuery,
-) -> Result<Page<Cluster>, StorageError> {
+) -> Result<Page<StoredCluster>, StorageError> {
     // The total and the page, pipelined: both statements sent at once, one round trip.
     let conn: &AsyncPgConnection = conn;
     let mut for_page = conn;
@@ -170,7 +172,7 @@ pub async fn list(
     )
     .await?;
     Ok(Page {
-        items: all(rows, ClusterRow::into_domain)?,
+        items: rows.into_iter().map(StoredCluster).collect(),
         total,
     })
 }

@@ -37,6 +37,7 @@ mod rows;
 pub use diesel_async::AsyncPgConnection;
 pub use error::StorageError;
 pub use pool::{PgPool, connect, pool};
+pub use rows::{StoredCluster, StoredNodePool};
 
 use cls_domain::resource::Labels;
 use cls_domain::status::Phase;

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error::StorageError;
 use crate::outbox;
 use crate::prepared::sql;
-use crate::rows::{NodePoolRow, all, encode};
+use crate::rows::{NodePoolRow, StoredNodePool, encode};
 use crate::schema::{clusters, nodepools, reconcile_schedule};
 use crate::{ListQuery, Page, Updated, check_versions, next_generation, truncate_to_micros};
 
@@ -120,12 +120,13 @@ pub async fn create_announced(
     Ok((nodepool, outbox::Written::of(events)))
 }
 
-/// A nodepool by id, if the caller may see it (controllers also see deleted nodepools).
+/// A nodepool by id, if the caller may see it (controllers also see deleted nodepools), its
+/// documents undecoded ([`StoredNodePool::into_domain`] decodes them).
 pub async fn get(
     conn: &mut AsyncPgConnection,
     caller: &Caller,
     id: Uuid,
-) -> Result<Option<NodePool>, StorageError> {
+) -> Result<Option<StoredNodePool>, StorageError> {
     // Static queries (no boxing) so diesel caches them as prepared statements.
     let row = match caller.owner_filter() {
         Some(owner) => {
@@ -152,16 +153,17 @@ pub async fn get(
         }
     }
     .optional()?;
-    row.map(NodePoolRow::into_domain).transpose()
+    Ok(row.map(StoredNodePool))
 }
 
-/// Nodepools the caller may see, optionally of one cluster, newest first, with the total.
+/// Nodepools the caller may see, optionally of one cluster, newest first, with the total;
+/// their documents undecoded, as [`get`] returns them.
 pub async fn list(
     conn: &mut AsyncPgConnection,
     caller: &Caller,
     cluster_id: Option<Uuid>,
     query: &ListQuery,
-) -> Result<Page<NodePool>, StorageError> {
+) -> Result<Page<StoredNodePool>, StorageError> {
     // The total and the page, pipelined: both statements sent at once, one round trip.
     let conn: &AsyncPgConnection = conn;
     let (mut for_total, mut for_page) = (conn, conn);
@@ -178,7 +180,7 @@ pub async fn list(
     )
     .await?;
     Ok(Page {
-        items: all(rows, NodePoolRow::into_domain)?,
+        items: rows.into_iter().map(StoredNodePool).collect(),
         total,
     })
 }

@@ -17,6 +17,10 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        // Generated from `labels`, `spec` and `status` (never written); reads use them.
+        labels_json -> Json,
+        spec_json -> Json,
+        status_json -> Json,
     }
 }
 
@@ -36,6 +40,10 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        // Generated from `labels`, `spec` and `status` (never written); reads use them.
+        labels_json -> Json,
+        spec_json -> Json,
+        status_json -> Json,
     }
 }
 
@@ -158,6 +166,9 @@ pub const TABLES: &[(&str, &[&str])] = &[
             "created_at",
             "updated_at",
             "deleted_at",
+            "labels_json",
+            "spec_json",
+            "status_json",
         ],
     ),
     ("cluster_live_counts", &["created_by", "slot", "live"]),
@@ -178,6 +189,9 @@ pub const TABLES: &[(&str, &[&str])] = &[
             "created_at",
             "updated_at",
             "deleted_at",
+            "labels_json",
+            "spec_json",
+            "status_json",
         ],
     ),
     (

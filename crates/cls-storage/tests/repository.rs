@@ -14,7 +14,10 @@ use cls_domain::validate::{
     ReleaseDefaults, validate_cluster_create, validate_cluster_update, validate_nodepool_create,
     validate_nodepool_update,
 };
-use cls_storage::{AsyncPgConnection, ListQuery, StorageError, clusters, nodepools, outbox};
+use cls_storage::{
+    AsyncPgConnection, ListQuery, Page, StorageError, StoredCluster, StoredNodePool, clusters,
+    nodepools, outbox,
+};
 use cls_test_support::TestDb;
 use diesel_async::AsyncConnection;
 use serde_json::{Value, json};
@@ -25,6 +28,65 @@ const DEFAULTS: ReleaseDefaults<'static> = ReleaseDefaults {
     version: "4.16.0",
     channel_group: "stable",
 };
+
+/// [`clusters::get`], decoded.
+async fn read_cluster(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Option<Cluster>, StorageError> {
+    clusters::get(conn, caller, id)
+        .await?
+        .map(StoredCluster::into_domain)
+        .transpose()
+}
+
+/// [`nodepools::get`], decoded.
+async fn read_nodepool(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Option<NodePool>, StorageError> {
+    nodepools::get(conn, caller, id)
+        .await?
+        .map(StoredNodePool::into_domain)
+        .transpose()
+}
+
+/// [`clusters::list`], decoded.
+async fn list_clusters(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    query: &ListQuery,
+) -> Result<Page<Cluster>, StorageError> {
+    let page = clusters::list(conn, caller, query).await?;
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(StoredCluster::into_domain)
+            .collect::<Result<_, _>>()?,
+        total: page.total,
+    })
+}
+
+/// [`nodepools::list`], decoded.
+async fn list_nodepools(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    cluster_id: Option<Uuid>,
+    query: &ListQuery,
+) -> Result<Page<NodePool>, StorageError> {
+    let page = nodepools::list(conn, caller, cluster_id, query).await?;
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(StoredNodePool::into_domain)
+            .collect::<Result<_, _>>()?,
+        total: page.total,
+    })
+}
 
 fn alice() -> Caller {
     Caller::User("alice@example.com".into())
@@ -127,7 +189,7 @@ async fn create_cluster(conn: &mut AsyncPgConnection, owner: &Caller, name: &str
 
 /// The `total` of `caller`'s cluster list for `query`.
 async fn cluster_total(conn: &mut AsyncPgConnection, caller: &Caller, query: &ListQuery) -> i64 {
-    clusters::list(conn, caller, query).await.unwrap().total
+    list_clusters(conn, caller, query).await.unwrap().total
 }
 
 async fn create_nodepool(
@@ -176,7 +238,7 @@ async fn cluster_round_trips_every_field() {
     assert_eq!(created.created_at, created.updated_at);
     assert_eq!(created.deleted_at, None);
 
-    let read = clusters::get(&mut conn, &alice(), id)
+    let read = read_cluster(&mut conn, &alice(), id)
         .await
         .unwrap()
         .unwrap();
@@ -199,8 +261,83 @@ async fn cluster_round_trips_every_field() {
     );
 }
 
-/// Rows are decoded straight from `jsonb` text into domain types: a stored document that does
-/// not fit its type is reported as corrupt, naming the column, never half-read.
+/// `value` as the API writes it: serialized to JSON text, read back as a tree.
+fn as_written(value: &impl serde::Serialize) -> Value {
+    serde_json::from_slice(&serde_json::to_vec(value).unwrap()).unwrap()
+}
+
+/// Responses write what `get` and `list` read without decoding it ([`StoredCluster`]): its
+/// JSON must be the domain type's, with every optional field and with none, live or deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_resources_are_written_as_their_domain_types_are() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let full = create_cluster(&mut conn, &alice(), "full").await;
+    let bare = parse_json(
+        br#"{"name": "bare", "spec": {"infraID": "i", "platform": {"type": "gcp"}}}"#,
+        &SERVER_OWNED_FIELDS,
+    )
+    .unwrap();
+    let bare = validate_cluster_create(bare, DEFAULTS).unwrap();
+    assert_eq!(
+        (bare.description.as_ref(), bare.target_project_id.as_ref()),
+        (None, None)
+    );
+    let bare = clusters::create(&mut conn, "alice@example.com", &bare, Uuid::now_v7(), now())
+        .await
+        .unwrap();
+    let pool = create_nodepool(&mut conn, &alice(), &full, "np").await;
+    clusters::mark_deleted(&mut conn, bare.id, now())
+        .await
+        .unwrap();
+
+    for id in [full.id, bare.id] {
+        let stored = clusters::get(&mut conn, &controller(), id)
+            .await
+            .unwrap()
+            .unwrap();
+        let written = as_written(&stored);
+        let domain = stored.into_domain().unwrap();
+        assert_eq!(written, as_written(&domain), "cluster {}", domain.name);
+    }
+    let bare = read_cluster(&mut conn, &controller(), bare.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(bare.deleted_at.is_some() && bare.description.is_none());
+    let stored = nodepools::get(&mut conn, &alice(), pool.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(as_written(&stored), as_written(&pool));
+
+    let query = ListQuery {
+        include_deleted: true,
+        ..ListQuery::default()
+    };
+    let page = clusters::list(&mut conn, &controller(), &query)
+        .await
+        .unwrap();
+    let written: Vec<Value> = page.items.iter().map(as_written).collect();
+    let domain: Vec<Value> = page
+        .items
+        .into_iter()
+        .map(|c| as_written(&c.into_domain().unwrap()))
+        .collect();
+    assert_eq!((written.len(), written), (2, domain));
+    let page = nodepools::list(&mut conn, &alice(), Some(full.id), &query)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.iter().map(as_written).collect::<Vec<_>>(),
+        vec![as_written(&pool)]
+    );
+}
+
+/// Rows are decoded straight from `jsonb` text into domain types (`into_domain`, as every
+/// change and the aggregator read them): a stored document that does not fit its type is
+/// reported as corrupt, naming the column, never half-read. (`GET` and lists write documents
+/// as stored; their shape is kept by the writers, see `docs/architecture.md`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_whose_json_does_not_fit_its_type_is_reported_corrupt() {
     use diesel_async::RunQueryDsl as _;
@@ -219,16 +356,14 @@ async fn a_row_whose_json_does_not_fit_its_type_is_reported_corrupt() {
         .execute(&mut conn)
         .await
         .unwrap();
-        match clusters::get(&mut conn, &alice(), fresh.id).await {
+        match read_cluster(&mut conn, &alice(), fresh.id).await {
             Err(StorageError::Corrupt { what: got, .. }) => assert_eq!(got, what),
             other => panic!("{column}: expected Corrupt, got {other:?}"),
         }
     }
     // Other rows still read.
     assert_eq!(
-        clusters::get(&mut conn, &alice(), cluster.id)
-            .await
-            .unwrap(),
+        read_cluster(&mut conn, &alice(), cluster.id).await.unwrap(),
         Some(cluster)
     );
 }
@@ -262,7 +397,7 @@ async fn nodepool_round_trips_every_field() {
         (1, "1")
     );
     assert_eq!(created.status.phase, Phase::Pending);
-    let read = nodepools::get(&mut conn, &alice(), id)
+    let read = read_nodepool(&mut conn, &alice(), id)
         .await
         .unwrap()
         .unwrap();
@@ -289,19 +424,19 @@ async fn users_never_see_each_others_resources_and_controllers_see_all() {
 
     // get
     assert!(
-        clusters::get(&mut conn, &bob(), a.id)
+        read_cluster(&mut conn, &bob(), a.id)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        nodepools::get(&mut conn, &bob(), a_np.id)
+        read_nodepool(&mut conn, &bob(), a_np.id)
             .await
             .unwrap()
             .is_none()
     );
     assert_eq!(
-        clusters::get(&mut conn, &controller(), a.id)
+        read_cluster(&mut conn, &controller(), a.id)
             .await
             .unwrap()
             .unwrap()
@@ -309,7 +444,7 @@ async fn users_never_see_each_others_resources_and_controllers_see_all() {
         a.id
     );
     assert_eq!(
-        nodepools::get(&mut conn, &controller(), b_np.id)
+        read_nodepool(&mut conn, &controller(), b_np.id)
             .await
             .unwrap()
             .unwrap()
@@ -319,7 +454,7 @@ async fn users_never_see_each_others_resources_and_controllers_see_all() {
 
     // list and totals
     let q = ListQuery::default();
-    let bobs = clusters::list(&mut conn, &bob(), &q).await.unwrap();
+    let bobs = list_clusters(&mut conn, &bob(), &q).await.unwrap();
     assert_eq!(
         (
             bobs.total,
@@ -327,7 +462,7 @@ async fn users_never_see_each_others_resources_and_controllers_see_all() {
         ),
         (1, vec![b.id])
     );
-    let bobs = nodepools::list(&mut conn, &bob(), None, &q).await.unwrap();
+    let bobs = list_nodepools(&mut conn, &bob(), None, &q).await.unwrap();
     assert_eq!(
         (
             bobs.total,
@@ -335,19 +470,19 @@ async fn users_never_see_each_others_resources_and_controllers_see_all() {
         ),
         (1, vec![b_np.id])
     );
-    let in_alices = nodepools::list(&mut conn, &bob(), Some(a.id), &q)
+    let in_alices = list_nodepools(&mut conn, &bob(), Some(a.id), &q)
         .await
         .unwrap();
     assert_eq!((in_alices.total, in_alices.items.len()), (0, 0));
     assert_eq!(
-        clusters::list(&mut conn, &controller(), &q)
+        list_clusters(&mut conn, &controller(), &q)
             .await
             .unwrap()
             .total,
         2
     );
     assert_eq!(
-        nodepools::list(&mut conn, &controller(), None, &q)
+        list_nodepools(&mut conn, &controller(), None, &q)
             .await
             .unwrap()
             .total,
@@ -381,14 +516,14 @@ async fn users_never_see_each_others_resources_and_controllers_see_all() {
         Err(StorageError::NotFound)
     ));
     assert_eq!(
-        clusters::get(&mut conn, &alice(), a.id)
+        read_cluster(&mut conn, &alice(), a.id)
             .await
             .unwrap()
             .unwrap(),
         a
     );
     assert_eq!(
-        nodepools::get(&mut conn, &alice(), a_np.id)
+        read_nodepool(&mut conn, &alice(), a_np.id)
             .await
             .unwrap()
             .unwrap(),
@@ -422,7 +557,7 @@ async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
     assert_eq!(created.id, id);
     assert_eq!(created.generation, 1);
     assert_eq!(
-        clusters::get(&mut conn, &alice(), id).await.unwrap(),
+        read_cluster(&mut conn, &alice(), id).await.unwrap(),
         Some(created.clone())
     );
     // Its event is pending and its first reconcile due at once.
@@ -453,9 +588,7 @@ async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
     .unwrap_err();
     assert!(matches!(err, StorageError::NameExists { .. }), "{err:?}");
     assert_eq!(
-        clusters::get(&mut conn, &controller(), other)
-            .await
-            .unwrap(),
+        read_cluster(&mut conn, &controller(), other).await.unwrap(),
         None
     );
     assert_pending_and_due(&mut conn, 1, 1).await;
@@ -542,7 +675,7 @@ async fn a_nodepool_is_created_with_its_schedule_and_event_after_the_clusters_ea
         (id, cluster.id, 1)
     );
     assert_eq!(
-        nodepools::get(&mut conn, &alice(), id).await.unwrap(),
+        read_nodepool(&mut conn, &alice(), id).await.unwrap(),
         Some(nodepool)
     );
     let order: Vec<Uuid> = outbox::pending(&mut conn, 10)
@@ -586,7 +719,7 @@ async fn a_nodepool_is_created_with_its_schedule_and_event_after_the_clusters_ea
         "{err:?}"
     );
     assert_eq!(
-        nodepools::get(&mut conn, &controller(), other_id)
+        read_nodepool(&mut conn, &controller(), other_id)
             .await
             .unwrap(),
         None
@@ -643,7 +776,7 @@ async fn names_are_unique_among_live_resources_and_reusable_after_delete() {
     let second = create_cluster(&mut conn, &alice(), "c1").await;
     assert_ne!(second.id, first.id);
     // The deleted one is still there for controllers.
-    let deleted = clusters::get(&mut conn, &controller(), first.id)
+    let deleted = read_cluster(&mut conn, &controller(), first.id)
         .await
         .unwrap()
         .unwrap();
@@ -682,30 +815,30 @@ async fn deleting_a_cluster_cascades_to_its_live_nodepools() {
 
     // Users see none of them; controllers still can, by id and with include_deleted.
     assert!(
-        clusters::get(&mut conn, &alice(), cluster.id)
+        read_cluster(&mut conn, &alice(), cluster.id)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        nodepools::get(&mut conn, &alice(), np1.id)
+        read_nodepool(&mut conn, &alice(), np1.id)
             .await
             .unwrap()
             .is_none()
     );
     assert_eq!(
-        nodepools::list(&mut conn, &alice(), None, &ListQuery::default())
+        list_nodepools(&mut conn, &alice(), None, &ListQuery::default())
             .await
             .unwrap()
             .total,
         1
     );
-    let np = nodepools::get(&mut conn, &controller(), np1.id)
+    let np = read_nodepool(&mut conn, &controller(), np1.id)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(np.deleted_at, Some(at));
-    let earlier_again = nodepools::get(&mut conn, &controller(), gone_before.id)
+    let earlier_again = read_nodepool(&mut conn, &controller(), gone_before.id)
         .await
         .unwrap()
         .unwrap();
@@ -715,7 +848,7 @@ async fn deleting_a_cluster_cascades_to_its_live_nodepools() {
     );
     let live_only = ListQuery::default();
     assert_eq!(
-        clusters::list(&mut conn, &controller(), &live_only)
+        list_clusters(&mut conn, &controller(), &live_only)
             .await
             .unwrap()
             .total,
@@ -730,7 +863,7 @@ async fn deleting_a_cluster_cascades_to_its_live_nodepools() {
         2
     );
     assert_eq!(
-        nodepools::list(&mut conn, &controller(), None, &with_deleted)
+        list_nodepools(&mut conn, &controller(), None, &with_deleted)
             .await
             .unwrap()
             .total,
@@ -738,14 +871,14 @@ async fn deleting_a_cluster_cascades_to_its_live_nodepools() {
     );
     // include_deleted means nothing for a user.
     assert_eq!(
-        clusters::list(&mut conn, &alice(), &with_deleted)
+        list_clusters(&mut conn, &alice(), &with_deleted)
             .await
             .unwrap()
             .total,
         1
     );
     assert_eq!(
-        nodepools::get(&mut conn, &alice(), untouched.id)
+        read_nodepool(&mut conn, &alice(), untouched.id)
             .await
             .unwrap()
             .unwrap()
@@ -799,7 +932,7 @@ async fn twenty_concurrent_spec_updates_produce_generations_two_to_twenty_one() 
         "no gap, no duplicate"
     );
     assert_eq!(versions, (2..=21).collect::<BTreeSet<i64>>());
-    let stored = clusters::get(&mut conn, &alice(), cluster.id)
+    let stored = read_cluster(&mut conn, &alice(), cluster.id)
         .await
         .unwrap()
         .unwrap();
@@ -894,7 +1027,7 @@ async fn version_preconditions_are_checked_under_the_lock() {
         Err(StorageError::VersionConflict)
     ));
     assert_eq!(
-        clusters::get(&mut conn, &alice(), cluster.id)
+        read_cluster(&mut conn, &alice(), cluster.id)
             .await
             .unwrap()
             .unwrap()
@@ -983,7 +1116,7 @@ async fn lists_filter_page_and_order_newest_first() {
     }
     let mut newest_first = ids.clone();
     newest_first.sort_by(|a, b| b.cmp(a));
-    let all = clusters::list(&mut conn, &alice(), &ListQuery::default())
+    let all = list_clusters(&mut conn, &alice(), &ListQuery::default())
         .await
         .unwrap();
     assert_eq!(
@@ -991,7 +1124,7 @@ async fn lists_filter_page_and_order_newest_first() {
         newest_first
     );
 
-    let page = clusters::list(
+    let page = list_clusters(
         &mut conn,
         &alice(),
         &ListQuery {
@@ -1009,7 +1142,7 @@ async fn lists_filter_page_and_order_newest_first() {
         ),
         (5, newest_first[2..4].to_vec())
     );
-    let past_end = clusters::list(
+    let past_end = list_clusters(
         &mut conn,
         &alice(),
         &ListQuery {
@@ -1026,7 +1159,7 @@ async fn lists_filter_page_and_order_newest_first() {
         ("team".to_owned(), "infra".to_owned()),
     ]
     .into();
-    let even = clusters::list(
+    let even = list_clusters(
         &mut conn,
         &alice(),
         &ListQuery {
@@ -1037,7 +1170,7 @@ async fn lists_filter_page_and_order_newest_first() {
     .await
     .unwrap();
     assert_eq!(even.total, 3);
-    let named = clusters::list(
+    let named = list_clusters(
         &mut conn,
         &alice(),
         &ListQuery {
@@ -1055,7 +1188,7 @@ async fn lists_filter_page_and_order_newest_first() {
             .collect::<Vec<_>>(),
         ["c3"]
     );
-    let pending = clusters::list(
+    let pending = list_clusters(
         &mut conn,
         &alice(),
         &ListQuery {
@@ -1066,7 +1199,7 @@ async fn lists_filter_page_and_order_newest_first() {
     .await
     .unwrap();
     assert_eq!(pending.total, 5);
-    let ready = clusters::list(
+    let ready = list_clusters(
         &mut conn,
         &alice(),
         &ListQuery {
@@ -1141,7 +1274,7 @@ async fn outbox_rows_commit_with_the_change_and_vanish_with_a_rollback() {
         .await;
     assert!(result.is_err());
     assert!(
-        clusters::get(&mut conn, &controller(), id2)
+        read_cluster(&mut conn, &controller(), id2)
             .await
             .unwrap()
             .is_none()

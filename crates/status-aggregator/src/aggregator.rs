@@ -227,10 +227,12 @@ impl Aggregator {
         let found = match kind {
             ResourceKind::Cluster => cls_storage::clusters::get(&mut conn, caller, id)
                 .await?
-                .map(|c| (c.id, c.status)),
+                .map(|c| c.into_domain().map(|c| (c.id, c.status)))
+                .transpose()?,
             ResourceKind::NodePool => cls_storage::nodepools::get(&mut conn, caller, id)
                 .await?
-                .map(|n| (n.cluster_id, n.status)),
+                .map(|n| n.into_domain().map(|n| (n.cluster_id, n.status)))
+                .transpose()?,
         };
         let Some((cluster_id, status)) = found else {
             return Ok(None);

@@ -13,7 +13,7 @@ use cls_domain::validate::{
     ClusterIdentity, cluster_create_violations, cluster_update_violations, validate_cluster_create,
     validate_cluster_update,
 };
-use cls_storage::AsyncPgConnection;
+use cls_storage::{AsyncPgConnection, StoredCluster};
 use cls_storage::{clusters, outbox};
 use diesel_async::AsyncConnection as _;
 use serde::Serialize;
@@ -29,10 +29,11 @@ use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
 
-/// `GET /api/v1/clusters` response.
+/// `GET /api/v1/clusters` response. Its clusters are written as read ([`StoredCluster`]).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ClusterList {
-    pub(crate) clusters: Vec<Cluster>,
+    #[schema(value_type = Vec<Cluster>)]
+    pub(crate) clusters: Vec<StoredCluster>,
     pub(crate) total: i64,
     pub(crate) limit: i64,
     pub(crate) offset: i64,
@@ -175,7 +176,7 @@ pub(crate) async fn get_cluster(
         .ok_or_else(ApiError::cluster_not_found)?;
     Ok(with_etag(
         HttpResponse::Ok(),
-        &cluster.resource_version,
+        &cluster.resource_version(),
         &cluster,
     ))
 }

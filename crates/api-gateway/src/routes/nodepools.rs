@@ -14,7 +14,7 @@ use cls_domain::validate::{
     NodePoolIdentity, nodepool_create_violations, nodepool_update_violations,
     validate_nodepool_create, validate_nodepool_update,
 };
-use cls_storage::{clusters, nodepools, outbox};
+use cls_storage::{StoredNodePool, clusters, nodepools, outbox};
 use diesel_async::AsyncConnection as _;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -29,10 +29,11 @@ use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
 
-/// `GET /api/v1/nodepools` response.
+/// `GET /api/v1/nodepools` response. Its nodepools are written as read ([`StoredNodePool`]).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct NodePoolList {
-    pub(crate) nodepools: Vec<NodePool>,
+    #[schema(value_type = Vec<NodePool>)]
+    pub(crate) nodepools: Vec<StoredNodePool>,
     pub(crate) total: i64,
     pub(crate) limit: i64,
     pub(crate) offset: i64,
@@ -230,7 +231,7 @@ pub(crate) async fn get_nodepool(
         .ok_or_else(ApiError::nodepool_not_found)?;
     Ok(with_etag(
         HttpResponse::Ok(),
-        &nodepool.resource_version,
+        &nodepool.resource_version(),
         &nodepool,
     ))
 }
@@ -268,7 +269,8 @@ pub(crate) async fn update_nodepool(
             check_if_match(if_match.as_deref(), &stored.resource_version)?;
             let cluster = clusters::get(conn, &caller, stored.cluster_id)
                 .await?
-                .ok_or_else(ApiError::nodepool_not_found)?;
+                .ok_or_else(ApiError::nodepool_not_found)?
+                .into_domain()?;
             let cluster_id = stored.cluster_id.to_string();
             let identity = NodePoolIdentity {
                 name: &stored.name,
