@@ -198,10 +198,6 @@ pub(crate) fn all<R, T>(
 pub struct StoredCluster(pub(crate) ClusterRow);
 
 impl StoredCluster {
-    pub fn id(&self) -> Uuid {
-        self.0.id
-    }
-
     /// As [`Cluster::resource_version`] has it.
     pub fn resource_version(&self) -> String {
         self.0.resource_version.to_string()
@@ -218,14 +214,6 @@ impl StoredCluster {
 pub struct StoredNodePool(pub(crate) NodePoolRow);
 
 impl StoredNodePool {
-    pub fn id(&self) -> Uuid {
-        self.0.id
-    }
-
-    pub fn cluster_id(&self) -> Uuid {
-        self.0.cluster_id
-    }
-
     /// As [`NodePool::resource_version`] has it.
     pub fn resource_version(&self) -> String {
         self.0.resource_version.to_string()

@@ -59,15 +59,10 @@ async fn list_clusters(
     caller: &Caller,
     query: &ListQuery,
 ) -> Result<Page<Cluster>, StorageError> {
-    let page = clusters::list(conn, caller, query).await?;
-    Ok(Page {
-        items: page
-            .items
-            .into_iter()
-            .map(StoredCluster::into_domain)
-            .collect::<Result<_, _>>()?,
-        total: page.total,
-    })
+    decoded(
+        clusters::list(conn, caller, query).await?,
+        StoredCluster::into_domain,
+    )
 }
 
 /// [`nodepools::list`], decoded.
@@ -77,12 +72,22 @@ async fn list_nodepools(
     cluster_id: Option<Uuid>,
     query: &ListQuery,
 ) -> Result<Page<NodePool>, StorageError> {
-    let page = nodepools::list(conn, caller, cluster_id, query).await?;
+    decoded(
+        nodepools::list(conn, caller, cluster_id, query).await?,
+        StoredNodePool::into_domain,
+    )
+}
+
+/// `page` with every item decoded by `into_domain`.
+fn decoded<S, T>(
+    page: Page<S>,
+    into_domain: impl Fn(S) -> Result<T, StorageError>,
+) -> Result<Page<T>, StorageError> {
     Ok(Page {
         items: page
             .items
             .into_iter()
-            .map(StoredNodePool::into_domain)
+            .map(into_domain)
             .collect::<Result<_, _>>()?,
         total: page.total,
     })
