@@ -128,3 +128,108 @@ async fn diesel_schema_matches_the_database() {
         schema::TABLES.iter().map(|(t, _)| *t).collect();
     assert_eq!(tables_in_db, declared);
 }
+
+/// Whether `statement` runs, or the name of the `CHECK` constraint it violates.
+async fn check_outcome(conn: &mut AsyncPgConnection, statement: &str) -> Result<(), String> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match diesel::sql_query(statement).execute(conn).await {
+        Ok(_) => Ok(()),
+        Err(Error::DatabaseError(DatabaseErrorKind::CheckViolation, info)) => {
+            Err(info.constraint_name().unwrap_or("unnamed").to_owned())
+        }
+        Err(other) => panic!("{statement}: {other}"),
+    }
+}
+
+// The constraints were rewritten in cheaper forms (migration
+// `2026-12-07-000003_cheaper_check_constraints`); these are the rules they must still hold.
+#[tokio::test]
+async fn schedule_and_outbox_rows_keep_their_rules() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let (c, n, other) = (
+        "'00000000-0000-7000-8000-00000000000c'",
+        "'00000000-0000-7000-8000-00000000000a'",
+        "'00000000-0000-7000-8000-0000000000ff'",
+    );
+    let schedule = |kind: &str, resource: &str, nodepool: &str| {
+        format!(
+            "INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, nodepool_id, next_due_at) \
+             VALUES ({resource}, '{kind}', {c}, {nodepool}, now())"
+        )
+    };
+    let rejected = [
+        (
+            "cluster",
+            other,
+            "NULL",
+            "a cluster's row whose resource is not its cluster",
+        ),
+        ("cluster", c, n, "a cluster's row naming a nodepool"),
+        (
+            "nodepool",
+            n,
+            "NULL",
+            "a nodepool's row without its nodepool",
+        ),
+        (
+            "nodepool",
+            c,
+            n,
+            "a nodepool's row whose resource is its cluster",
+        ),
+        (
+            "nodepool",
+            other,
+            n,
+            "a nodepool's row whose resource is another",
+        ),
+        ("machine", c, "NULL", "a kind that is neither"),
+        ("machine", n, n, "a kind that is neither, with a nodepool"),
+    ];
+    for (kind, resource, nodepool, what) in rejected {
+        assert_eq!(
+            check_outcome(&mut conn, &schedule(kind, resource, nodepool)).await,
+            Err("reconcile_schedule_resource_check".to_owned()),
+            "{what}"
+        );
+    }
+    for (kind, resource, nodepool) in [("cluster", c, "NULL"), ("nodepool", n, n)] {
+        assert_eq!(
+            check_outcome(&mut conn, &schedule(kind, resource, nodepool)).await,
+            Ok(()),
+            "{kind}"
+        );
+    }
+
+    let outbox = |topic: &str, state: &str| {
+        format!(
+            "INSERT INTO outbox (id, shard, cluster_id, ordering_key, topic, event_type, body, attributes, state) \
+             VALUES (gen_random_uuid(), 0, {c}, 'k', '{topic}', 'cluster.created', '{{}}', '{{}}', '{state}')"
+        )
+    };
+    for topic in ["cluster-events", "nodepool-events"] {
+        for state in ["pending", "published", "dead"] {
+            assert_eq!(
+                check_outcome(&mut conn, &outbox(topic, state)).await,
+                Ok(())
+            );
+        }
+    }
+    assert_eq!(
+        check_outcome(&mut conn, &outbox("cluster", "pending")).await,
+        Err("outbox_topic_check".to_owned())
+    );
+    assert_eq!(
+        check_outcome(&mut conn, &outbox("cluster-events", "sent")).await,
+        Err("outbox_state_check".to_owned())
+    );
+    assert_eq!(
+        check_outcome(
+            &mut conn,
+            "UPDATE outbox SET state = 'Published' WHERE state = 'pending'"
+        )
+        .await,
+        Err("outbox_state_check".to_owned())
+    );
+}
