@@ -66,41 +66,43 @@ pub async fn create_announced(
     now: OffsetDateTime,
     events: &[Envelope],
 ) -> Result<(Cluster, outbox::Written), StorageError> {
-    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "WITH cluster AS (
-                 INSERT INTO clusters (id, name, description, target_project_id, labels, created_by,
-                                       generation, resource_version, spec, status, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 1, 1, $7, $8, $9, $9)
-                 RETURNING id, created_at
-             ), schedule AS (
-                 INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, next_due_at)
-                 SELECT id, '{kind}', id, created_at FROM cluster
-             ), events AS (
-                 {events}
-             )
-             SELECT id FROM cluster",
-            kind = ResourceKind::Cluster.as_str(),
-            events = outbox::insert_sql(10),
-        )
+    static STATEMENT: LazyLock<outbox::WithEvents> = LazyLock::new(|| {
+        outbox::WithEvents::new(10, |events| {
+            format!(
+                "WITH cluster AS (
+                     INSERT INTO clusters (id, name, description, target_project_id, labels, created_by,
+                                           generation, resource_version, spec, status, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, 1, $7, $8, $9, $9)
+                     RETURNING id, created_at
+                 ), schedule AS (
+                     INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, next_due_at)
+                     SELECT id, '{kind}', id, created_at FROM cluster
+                 ), events AS (
+                     {events}
+                 )
+                 SELECT id FROM cluster",
+                kind = ResourceKind::Cluster.as_str(),
+            )
+        })
     });
     let now = truncate_to_micros(now);
     let status = initial_status(ResourceKind::Cluster, 1, now);
     let labels = encode(&new.labels);
     let spec = encode(&new.spec);
     let status_json = encode(&status);
-    let statement = sql(STATEMENT.as_str())
-        .bind::<SqlUuid, _>(id)
-        .bind::<Text, _>(&new.name)
-        .bind::<Nullable<Text>, _>(new.description.as_deref())
-        .bind::<Nullable<Text>, _>(new.target_project_id.as_deref())
-        .bind::<Jsonb, _>(&labels)
-        .bind::<Text, _>(created_by)
-        .bind::<Jsonb, _>(&spec)
-        .bind::<Jsonb, _>(&status_json)
-        .bind::<Timestamptz, _>(now);
-    outbox::bind_rows(statement, events)
-        .execute(conn)
+    STATEMENT
+        .run(conn, events, |text| {
+            sql(text)
+                .bind::<SqlUuid, _>(id)
+                .bind::<Text, _>(&new.name)
+                .bind::<Nullable<Text>, _>(new.description.as_deref())
+                .bind::<Nullable<Text>, _>(new.target_project_id.as_deref())
+                .bind::<Jsonb, _>(&labels)
+                .bind::<Text, _>(created_by)
+                .bind::<Jsonb, _>(&spec)
+                .bind::<Jsonb, _>(&status_json)
+                .bind::<Timestamptz, _>(now)
+        })
         .await
         .map_err(|e| StorageError::on_create(e, NAME_INDEX, "cluster", &new.name))?;
     let cluster = Cluster {

@@ -65,42 +65,44 @@ pub async fn create_announced(
     now: OffsetDateTime,
     events: &[Envelope],
 ) -> Result<(NodePool, outbox::Written), StorageError> {
-    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "WITH {locks}, nodepool AS (
-                 INSERT INTO nodepools (id, cluster_id, name, labels, created_by, generation,
-                                        resource_version, spec, status, created_at, updated_at)
-                 VALUES ($3, $4, $5, $6, $7, 1, 1, $8, $9, $10, $10)
-                 RETURNING id, cluster_id, created_at
-             ), schedule AS (
-                 INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, nodepool_id, next_due_at)
-                 SELECT id, '{kind}', cluster_id, id, created_at FROM nodepool
-             ), events AS (
-                 {events} {after_locks}
-             )
-             SELECT id FROM nodepool",
-            locks = outbox::locks_cte(1),
-            kind = ResourceKind::NodePool.as_str(),
-            events = outbox::insert_sql(11),
-            after_locks = outbox::AFTER_LOCKS,
-        )
+    static STATEMENT: LazyLock<outbox::WithEvents> = LazyLock::new(|| {
+        outbox::WithEvents::new(11, |events| {
+            format!(
+                "WITH {locks}, nodepool AS (
+                     INSERT INTO nodepools (id, cluster_id, name, labels, created_by, generation,
+                                            resource_version, spec, status, created_at, updated_at)
+                     VALUES ($3, $4, $5, $6, $7, 1, 1, $8, $9, $10, $10)
+                     RETURNING id, cluster_id, created_at
+                 ), schedule AS (
+                     INSERT INTO reconcile_schedule (resource_id, resource_kind, cluster_id, nodepool_id, next_due_at)
+                     SELECT id, '{kind}', cluster_id, id, created_at FROM nodepool
+                 ), events AS (
+                     {events} {after_locks}
+                 )
+                 SELECT id FROM nodepool",
+                locks = outbox::locks_cte(1),
+                kind = ResourceKind::NodePool.as_str(),
+                after_locks = outbox::AFTER_LOCKS,
+            )
+        })
     });
     let now = truncate_to_micros(now);
     let status = initial_status(ResourceKind::NodePool, 1, now);
     let labels = encode(&new.labels);
     let spec = encode(&new.spec);
     let status_json = encode(&status);
-    let statement = outbox::bind_locks(sql(STATEMENT.as_str()), events)
-        .bind::<SqlUuid, _>(id)
-        .bind::<SqlUuid, _>(cluster.id)
-        .bind::<Text, _>(&new.name)
-        .bind::<Jsonb, _>(&labels)
-        .bind::<Text, _>(created_by)
-        .bind::<Jsonb, _>(&spec)
-        .bind::<Jsonb, _>(&status_json)
-        .bind::<Timestamptz, _>(now);
-    outbox::bind_rows(statement, events)
-        .execute(conn)
+    STATEMENT
+        .run(conn, events, |text| {
+            outbox::bind_locks(sql(text), events)
+                .bind::<SqlUuid, _>(id)
+                .bind::<SqlUuid, _>(cluster.id)
+                .bind::<Text, _>(&new.name)
+                .bind::<Jsonb, _>(&labels)
+                .bind::<Text, _>(created_by)
+                .bind::<Jsonb, _>(&spec)
+                .bind::<Jsonb, _>(&status_json)
+                .bind::<Timestamptz, _>(now)
+        })
         .await
         .map_err(|e| StorageError::on_create(e, NAME_INDEX, "nodepool", &new.name))?;
     let nodepool = NodePool {

@@ -341,23 +341,40 @@ pub(crate) fn bind_locks<B: Binds + Send>(
         .bind::<Array<Text>, _>(cluster_ids)
 }
 
+/// The outbox columns an insert of events writes, and their SQL types, in placeholder order.
+const INSERTED: [(&str, &str); 9] = [
+    ("id", "uuid"),
+    ("shard", "int2"),
+    ("cluster_id", "uuid"),
+    ("ordering_key", "text"),
+    ("topic", "text"),
+    ("event_type", "text"),
+    ("body", "jsonb"),
+    ("attributes", "jsonb"),
+    ("traceparent", "text"),
+];
+
+/// `INSERT INTO outbox (…)` of [`INSERTED`]'s columns, and the list of their values: what
+/// `value` writes for each (given its placeholder number, from `first`, and its SQL type).
+fn insert_into(first: usize, value: impl Fn(usize, &str) -> String) -> (String, String) {
+    let columns: Vec<&str> = INSERTED.iter().map(|(column, _)| *column).collect();
+    let values: Vec<String> = INSERTED
+        .iter()
+        .enumerate()
+        .map(|(i, (_, sql_type))| value(first + i, sql_type))
+        .collect();
+    (
+        format!("INSERT INTO outbox ({})", columns.join(", ")),
+        values.join(", "),
+    )
+}
+
 /// An `INSERT INTO outbox … SELECT … FROM unnest(…)` of the events bound by [`bind_rows`],
 /// whose nine placeholders are `$first` to `$first + 8`: for a statement that writes events
 /// together with the change that causes them.
 pub(crate) fn insert_sql(first: usize) -> String {
-    let types = [
-        "uuid", "int2", "uuid", "text", "text", "text", "jsonb", "jsonb", "text",
-    ];
-    let arrays: Vec<String> = types
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("${}::{t}[]", first + i))
-        .collect();
-    format!(
-        "INSERT INTO outbox (id, shard, cluster_id, ordering_key, topic, event_type, body, attributes, traceparent)
-         SELECT * FROM unnest({})",
-        arrays.join(", ")
-    )
+    let (insert, arrays) = insert_into(first, |n, sql_type| format!("${n}::{sql_type}[]"));
+    format!("{insert} SELECT * FROM unnest({arrays})")
 }
 
 /// Binds the next nine placeholders of `statement` to `envelopes`, column by column, for
@@ -379,6 +396,67 @@ pub(crate) fn bind_rows<'a, B: Binds + Send + 'a>(
         .bind::<Array<Jsonb>, _>(column(envelopes, |e| &e.body))
         .bind::<Array<Jsonb>, _>(column(envelopes, |e| crate::rows::encode(&e.attributes)))
         .bind::<Array<Nullable<Text>>, _>(column(envelopes, |e| e.traceparent.as_deref()))
+}
+
+/// Binds the next nine placeholders of `statement` to one event, as scalars, for the
+/// single-event form of [`WithEvents`].
+fn bind_row<'a, B: Binds + Send + 'a>(
+    statement: Sql<B>,
+    e: &'a Envelope,
+) -> Sql<impl Binds + Send + 'a> {
+    statement
+        .bind::<SqlUuid, _>(e.id)
+        .bind::<SmallInt, _>(e.shard)
+        .bind::<SqlUuid, _>(e.resource.cluster_id())
+        .bind::<Text, _>(e.ordering_key.as_str())
+        .bind::<Text, _>(e.topic.as_str())
+        .bind::<Text, _>(e.event_type.as_str())
+        .bind::<Jsonb, _>(&e.body)
+        .bind::<Jsonb, _>(crate::rows::encode(&e.attributes))
+        .bind::<Nullable<Text>, _>(e.traceparent.as_deref())
+}
+
+/// A statement that writes a change together with its events, in two forms: for exactly one
+/// event (the API's creates), its values bound as scalars, and for any number, bound as arrays
+/// and unnested ([`insert_sql`]).
+///
+/// The single-event form is what every create runs. Its insert reads its one row from the
+/// bound values directly, where the other sets up a function scan of nine arrays and receives
+/// each array: counted with callgrind in a standalone backend (2026-12-07), about 100 000 of
+/// the 1.25 million instructions of a cluster's create.
+pub(crate) struct WithEvents {
+    one: String,
+    many: String,
+}
+
+impl WithEvents {
+    /// The statement `text` writes around an insert of events whose nine placeholders start
+    /// at `first`, in both forms.
+    pub(crate) fn new(first: usize, text: impl Fn(&str) -> String) -> Self {
+        let (insert, values) = insert_into(first, |n, sql_type| format!("${n}::{sql_type}"));
+        WithEvents {
+            one: text(&format!("{insert} SELECT {values}")),
+            many: text(&insert_sql(first)),
+        }
+    }
+
+    /// Runs the statement for `events`: `statement` binds the placeholders before the events'
+    /// to the text it is given (one of the two forms), and the events are bound after them.
+    pub(crate) async fn run<'a, B, F>(
+        &'static self,
+        conn: &mut AsyncPgConnection,
+        events: &'a [Envelope],
+        statement: F,
+    ) -> QueryResult<usize>
+    where
+        F: FnOnce(&'static str) -> Sql<B>,
+        B: Binds + Send + 'a,
+    {
+        match events {
+            [event] => bind_row(statement(&self.one), event).execute(conn).await,
+            _ => bind_rows(statement(&self.many), events).execute(conn).await,
+        }
+    }
 }
 
 /// Pending rows in `seq` order (oldest first), at most `limit`.

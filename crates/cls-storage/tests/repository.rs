@@ -600,6 +600,70 @@ async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
 }
 
 /// How many events are pending in the outbox and how many resources are due to reconcile.
+// A create writes its one event with a single-row insert and any other number through
+// arrays (`outbox::WithEvents`); both forms store every field of every event, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_stores_each_of_its_events_whatever_their_number() {
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    for (name, count) in [("none", 0), ("one", 1), ("two", 2), ("three", 3)] {
+        let id = Uuid::now_v7();
+        let mut events: Vec<_> = (0..count).map(|_| created_event(id)).collect();
+        // One without a trace, after the first: nulls in both forms.
+        if let Some(second) = events.get_mut(1) {
+            second.traceparent = None;
+        }
+        let (_, written) = clusters::create_announced(
+            &mut conn,
+            "alice@example.com",
+            &new_cluster(name),
+            id,
+            now(),
+            &events,
+        )
+        .await
+        .unwrap();
+        let mut shards: Vec<i16> = events.iter().map(|e| e.shard).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        assert_eq!(written.shards().collect::<Vec<_>>(), shards, "{name}");
+        let stored: Vec<_> = outbox::pending(&mut conn, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|row| row.cluster_id == id)
+            .map(|row| {
+                (
+                    row.id,
+                    row.shard,
+                    row.ordering_key,
+                    row.topic,
+                    row.event_type,
+                    row.body,
+                    row.attributes,
+                    row.traceparent,
+                )
+            })
+            .collect();
+        let expected: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.id,
+                    e.shard,
+                    e.ordering_key.clone(),
+                    e.topic.as_str().to_owned(),
+                    e.event_type.as_str().to_owned(),
+                    e.body.clone(),
+                    serde_json::to_value(&e.attributes).unwrap(),
+                    e.traceparent.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(stored, expected, "{name}");
+    }
+}
+
 async fn assert_pending_and_due(conn: &mut AsyncPgConnection, events: usize, due: i64) {
     assert_eq!(outbox::pending(conn, 10).await.unwrap().len(), events);
     let stats = cls_storage::schedule::stats(conn, now(), time::Duration::minutes(1))
