@@ -12,7 +12,6 @@ use cls_domain::status::{ControllerStatus, Status, ValidReport};
 use diesel::OptionalExtension as _;
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -211,7 +210,7 @@ pub async fn save_report(
     .bind::<Text, _>(&report.controller_name)
     .bind::<BigInt, _>(report.observed_generation)
     .bind::<Jsonb, _>(encode(&report.conditions))
-    .bind::<Jsonb, _>(Value::Object(report.metadata.clone()))
+    .bind::<Jsonb, _>(encode(&report.metadata))
     .bind::<Nullable<Jsonb>, _>(report.last_error.as_ref().map(encode))
     .bind::<Timestamptz, _>(truncate_to_micros(first_reported_at))
     .bind::<Timestamptz, _>(truncate_to_micros(now))
