@@ -141,10 +141,11 @@ async fn check_outcome(conn: &mut AsyncPgConnection, statement: &str) -> Result<
     }
 }
 
-// The constraints were rewritten in cheaper forms (migration
-// `2026-12-07-000003_cheaper_check_constraints`); these are the rules they must still hold.
+// The constraints were rewritten in cheaper forms (migrations
+// `2026-12-07-000003_cheaper_check_constraints` and `2026-12-07-000004_live_count_slot_domain`);
+// these are the rules they must still hold.
 #[tokio::test]
-async fn schedule_and_outbox_rows_keep_their_rules() {
+async fn rewritten_constraints_keep_their_rules() {
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
     let (c, n, other) = (
@@ -232,4 +233,20 @@ async fn schedule_and_outbox_rows_keep_their_rules() {
         .await,
         Err("outbox_state_check".to_owned())
     );
+
+    let slot = |slot: i32| {
+        format!(
+            "INSERT INTO cluster_live_counts (created_by, slot, live) VALUES ('a@example.com', {slot}, 1)"
+        )
+    };
+    for ok in [0, 15] {
+        assert_eq!(check_outcome(&mut conn, &slot(ok)).await, Ok(()), "{ok}");
+    }
+    for bad in [-1, 16] {
+        assert_eq!(
+            check_outcome(&mut conn, &slot(bad)).await,
+            Err("cluster_live_count_slot_check".to_owned()),
+            "{bad}"
+        );
+    }
 }
