@@ -599,7 +599,6 @@ async fn a_cluster_is_created_with_its_schedule_and_event_or_not_at_all() {
     assert_pending_and_due(&mut conn, 1, 1).await;
 }
 
-/// How many events are pending in the outbox and how many resources are due to reconcile.
 // A create writes its one event with a single-row insert and any other number through
 // arrays (`outbox::WithEvents`); both forms store every field of every event, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -664,6 +663,7 @@ async fn a_create_stores_each_of_its_events_whatever_their_number() {
     }
 }
 
+/// How many events are pending in the outbox and how many resources are due to reconcile.
 async fn assert_pending_and_due(conn: &mut AsyncPgConnection, events: usize, due: i64) {
     assert_eq!(outbox::pending(conn, 10).await.unwrap().len(), events);
     let stats = cls_storage::schedule::stats(conn, now(), time::Duration::minutes(1))
