@@ -493,10 +493,11 @@ async fn concurrent_reports_leave_the_aggregate_of_the_stored_rows() {
     assert_eq!(rows.len(), 5);
     let stored: cls_domain::status::Status =
         serde_json::from_value(view["status"].clone()).unwrap();
+    let summaries: Vec<_> = rows.iter().map(|r| r.summary()).collect();
     let fresh = cls_domain::aggregate::aggregate(&cls_domain::aggregate::AggregationInput {
         kind: cls_domain::resource::ResourceKind::Cluster,
         generation: 1,
-        controllers: &rows,
+        controllers: &summaries,
         previous: Some(&stored),
         now: stored.last_update_time,
         grace: cls_domain::aggregate::DEFAULT_GRACE,

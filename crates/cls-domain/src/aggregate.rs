@@ -3,7 +3,7 @@
 use time::{Duration, OffsetDateTime};
 
 use crate::resource::ResourceKind;
-use crate::status::{Condition, ConditionStatus, ControllerStatus, Phase, Status};
+use crate::status::{Condition, ConditionStatus, ControllerSummary, Phase, Status};
 
 /// The default window: a controller that reported within it counts as "showing progress".
 pub const PROGRESS_WINDOW: Duration = Duration::minutes(5);
@@ -19,7 +19,7 @@ pub struct AggregationInput<'a> {
     pub generation: i64,
     /// Every controller row of the resource. Each carries the time it first reported on its
     /// generation, so the grace clock is the earliest of those among current rows.
-    pub controllers: &'a [ControllerStatus],
+    pub controllers: &'a [ControllerSummary],
     /// The stored status, for condition transition times.
     pub previous: Option<&'a Status>,
     pub now: OffsetDateTime,
@@ -53,14 +53,14 @@ pub fn initial_status(kind: ResourceKind, generation: i64, now: OffsetDateTime) 
 /// Applies the decision table: the first matching row wins.
 pub fn aggregate(input: &AggregationInput<'_>) -> Aggregate {
     let kind = input.kind.display_name();
-    let current: Vec<&ControllerStatus> = input
+    let current: Vec<&ControllerSummary> = input
         .controllers
         .iter()
         .filter(|c| c.observed_generation == input.generation)
         .collect();
     let n = current.len();
-    let ready = current.iter().filter(|c| c.is_ready()).count();
-    let errors = current.iter().filter(|c| c.has_error()).count();
+    let ready = current.iter().filter(|c| c.ready).count();
+    let errors = current.iter().filter(|c| c.has_error).count();
 
     let (decision, recheck_at) = if n == 0 {
         (
@@ -161,7 +161,7 @@ struct Decision {
 /// The three rows where no current controller is ready yet.
 fn none_ready(
     input: &AggregationInput<'_>,
-    current: &[&ControllerStatus],
+    current: &[&ControllerSummary],
 ) -> (Decision, Option<OffsetDateTime>) {
     let n = current.len();
     let first_report = current
@@ -174,7 +174,7 @@ fn none_ready(
         .map(|c| c.last_reported_at)
         .max()
         .unwrap_or(input.now);
-    let any_error = current.iter().any(|c| c.has_error());
+    let any_error = current.iter().any(|c| c.has_error);
     let elapsed = input.now - first_report;
     let deadline = first_report + input.grace;
     let working = (
@@ -279,7 +279,7 @@ fn condition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{ControllerCondition, ErrorInfo};
+    use crate::status::{ControllerCondition, ControllerStatus, ErrorInfo};
     use serde_json::Map;
     use time::macros::datetime;
 
@@ -354,7 +354,11 @@ mod tests {
         now: OffsetDateTime,
         previous: Option<&Status>,
     ) -> Aggregate {
-        let controllers: Vec<_> = rows.iter().enumerate().map(|(i, r)| r.build(i)).collect();
+        let controllers: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.build(i).summary())
+            .collect();
         aggregate(&AggregationInput {
             kind,
             generation: 1,
@@ -648,7 +652,7 @@ mod tests {
     #[test]
     fn stale_generation_rows_are_ignored() {
         // Ready at generation 1, but the resource is at generation 2: no current rows.
-        let controllers = [row(true, false).build(0)];
+        let controllers = [row(true, false).build(0).summary()];
         let result = aggregate(&AggregationInput {
             kind: ResourceKind::Cluster,
             generation: 2,

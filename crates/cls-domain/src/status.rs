@@ -214,17 +214,66 @@ pub struct ControllerStatus {
 }
 
 impl ControllerStatus {
-    /// A row is *ready* when it has condition `Available=True`.
+    /// A row is *ready* when it has condition `Available=True` ([`READY_CONDITION`]).
     pub fn is_ready(&self) -> bool {
-        self.conditions
-            .iter()
-            .any(|c| c.condition_type == "Available" && c.status == ConditionStatus::True)
+        is_ready(&self.conditions)
     }
 
     /// A row *has an error* when `last_error` is set.
     pub fn has_error(&self) -> bool {
         self.last_error.is_some()
     }
+
+    /// What the aggregate reads of this row.
+    pub fn summary(&self) -> ControllerSummary {
+        ControllerSummary {
+            observed_generation: self.observed_generation,
+            ready: self.is_ready(),
+            has_error: self.has_error(),
+            first_reported_at: self.first_reported_at,
+            last_reported_at: self.last_reported_at,
+        }
+    }
+}
+
+impl ValidReport {
+    /// What the aggregate reads of the row this report stores.
+    pub fn summary(
+        &self,
+        first_reported_at: OffsetDateTime,
+        last_reported_at: OffsetDateTime,
+    ) -> ControllerSummary {
+        ControllerSummary {
+            observed_generation: self.observed_generation,
+            ready: is_ready(&self.conditions),
+            has_error: self.last_error.is_some(),
+            first_reported_at,
+            last_reported_at,
+        }
+    }
+}
+
+/// The condition that makes a controller row ready (SPEC §4.2): its type and status.
+pub const READY_CONDITION: (&str, ConditionStatus) = ("Available", ConditionStatus::True);
+
+fn is_ready(conditions: &[ControllerCondition]) -> bool {
+    let (condition_type, status) = READY_CONDITION;
+    conditions
+        .iter()
+        .any(|c| c.condition_type == condition_type && c.status == status)
+}
+
+/// What the aggregate (SPEC §4.2) reads of a controller row: all of it but the documents.
+/// Storage can read this without decoding a row's conditions ([`READY_CONDITION`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerSummary {
+    pub observed_generation: i64,
+    /// The row has [`READY_CONDITION`] ([`ControllerStatus::is_ready`]).
+    pub ready: bool,
+    /// The row has a `last_error` ([`ControllerStatus::has_error`]).
+    pub has_error: bool,
+    pub first_reported_at: OffsetDateTime,
+    pub last_reported_at: OffsetDateTime,
 }
 
 /// Maximum length of a controller name.
@@ -239,12 +288,12 @@ pub fn report_violations(report: ControllerReport, now: OffsetDateTime) -> Vec<F
 }
 
 /// Validates a controller report against the resource's current generation (SPEC §4.1),
-/// returning every violation. `previous` is this controller's stored row, if any: its
-/// conditions keep their `lastTransitionTime` while their status is unchanged.
+/// returning every violation. `previous` holds the conditions of this controller's stored
+/// row, if any: they keep their `lastTransitionTime` while their status is unchanged.
 pub fn validate_report(
     report: ControllerReport,
     current_generation: i64,
-    previous: Option<&ControllerStatus>,
+    previous: Option<&[ControllerCondition]>,
     now: OffsetDateTime,
 ) -> Result<ValidReport, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -335,11 +384,7 @@ pub fn validate_report(
         };
         if let (Some(condition_type), Some(status)) = (condition_type, status) {
             let kept = previous
-                .and_then(|p| {
-                    p.conditions
-                        .iter()
-                        .find(|c| c.condition_type == condition_type)
-                })
+                .and_then(|p| p.iter().find(|c| c.condition_type == condition_type))
                 .filter(|c| c.status == status)
                 .map(|c| c.last_transition_time);
             conditions.push(ControllerCondition {
@@ -510,7 +555,7 @@ mod tests {
                 {"type": "Available", "status": "False", "lastTransitionTime": "2026-11-24T09:59:00Z"},
                 {"type": "Progressing", "status": "False"}]})),
             1,
-            Some(&previous),
+            Some(&previous.conditions),
             NOW,
         )
         .unwrap();
@@ -521,6 +566,44 @@ mod tests {
         assert_eq!(
             valid.conditions[1].last_transition_time, NOW,
             "changed status moves to now"
+        );
+    }
+
+    /// The aggregate reads a stored row and a new report through their summaries: a report's
+    /// must be the summary of the row it stores.
+    #[test]
+    fn a_report_summarises_as_the_row_it_stores() {
+        let bodies = [
+            json!({"controller_name": "c", "observed_generation": 1, "conditions": [
+                {"type": "Available", "status": "True"}]}),
+            json!({"controller_name": "c", "observed_generation": 1, "conditions": [
+                {"type": "Ready", "status": "True"}, {"type": "Available", "status": "False"}]}),
+            json!({"controller_name": "c", "observed_generation": 2, "conditions": [
+                {"type": "Available", "status": "True"}],
+                "last_error": {"controllerName": "c", "errorType": "Transient", "errorCode": "E",
+                               "message": "m", "userActionable": false}}),
+            json!({"controller_name": "c", "observed_generation": 2}),
+        ];
+        let earlier = NOW - time::Duration::minutes(3);
+        let mut seen = Vec::new();
+        for body in bodies {
+            let valid = validate_report(report(body), 2, None, NOW).unwrap();
+            let row = ControllerStatus {
+                controller_name: valid.controller_name.clone(),
+                observed_generation: valid.observed_generation,
+                conditions: valid.conditions.clone(),
+                metadata: valid.metadata.clone(),
+                last_error: valid.last_error.clone(),
+                first_reported_at: earlier,
+                last_reported_at: NOW,
+            };
+            let summary = valid.summary(earlier, NOW);
+            assert_eq!(summary, row.summary());
+            seen.push((summary.ready, summary.has_error));
+        }
+        assert_eq!(
+            seen,
+            [(true, false), (false, false), (true, true), (false, false)]
         );
     }
 

@@ -1,23 +1,26 @@
 //! Controller status rows and the stored aggregate (SPEC §4), for clusters and nodepools alike.
 //!
 //! A report is stored with the aggregate recomputed from the rows it was read with, in one
-//! transaction: [`lock_with_rows`] locks the resource row and reads its controller rows, then
-//! [`save_report`] writes the controller row and the aggregate in one statement. Concurrent
+//! transaction: [`lock_with_rows`] locks the resource row and reads what the aggregate needs of
+//! its controller rows, then [`save_report`] writes the controller row and the aggregate in one
+//! statement. Concurrent
 //! reports on a resource serialise on its row lock, so none leaves a stale aggregate. The
 //! sweep finds its work with [`due_for_recheck`] (`SKIP LOCKED`), then does the same with
 //! [`store`].
 
 use cls_domain::resource::ResourceKind;
-use cls_domain::status::{ControllerStatus, Status, ValidReport};
+use cls_domain::status::{
+    ControllerCondition, ControllerStatus, ControllerSummary, READY_CONDITION, Status, ValidReport,
+};
 use diesel::OptionalExtension as _;
-use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::StorageError;
 use crate::prepared::sql;
-use crate::rows::{Count, JsonText, encode};
+use crate::rows::{Count, JsonText, JsonbText, encode};
 use crate::truncate_to_micros;
 
 /// The resource and controller-row tables of a kind (constants: never caller input).
@@ -59,24 +62,104 @@ struct TargetRow {
     deleted: bool,
 }
 
-/// Locks the resource row and reads its controller rows: `lock_target` then
-/// [`controller_rows`], pipelined (both statements sent at once, one round trip). Postgres runs
+/// A controller row as a report's transaction reads it: what the aggregate needs of it, and
+/// for the reporting controller's own row its conditions (whose transition times a report
+/// keeps while their status is unchanged).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub controller_name: String,
+    pub summary: ControllerSummary,
+    /// The row's conditions, if it is the reporter's ([`lock_with_rows`]).
+    pub conditions: Option<Vec<ControllerCondition>>,
+}
+
+/// Locks the resource row and reads its controller rows' summaries: `lock_target` then
+/// `summary_rows`, pipelined (both statements sent at once, one round trip). Postgres runs
 /// them in the order sent, and in `READ COMMITTED` the second statement's snapshot is taken
-/// after the first has the lock, so the rows include every report committed before it. Call
-/// inside a transaction.
+/// after the first has the lock, so the rows include every report committed before it. Only
+/// `reporter`'s row (if any) comes with its conditions. Call inside a transaction.
 pub async fn lock_with_rows(
     conn: &mut AsyncPgConnection,
     kind: ResourceKind,
     id: Uuid,
-) -> Result<Option<(StatusTarget, Vec<ControllerStatus>)>, StorageError> {
+    reporter: Option<&str>,
+) -> Result<Option<(StatusTarget, Vec<SummaryRow>)>, StorageError> {
     let conn: &AsyncPgConnection = conn;
     // `try_join` polls the lock first, so its statement is sent first.
     let (target, rows) = futures_util::future::try_join(
         lock_target(conn, kind, id),
-        controller_rows_on(conn, kind, id),
+        summary_rows(conn, kind, id, reporter),
     )
     .await?;
     Ok(target.map(|target| (target, rows)))
+}
+
+#[derive(diesel::QueryableByName)]
+struct SummaryColumns {
+    #[diesel(sql_type = Text)]
+    controller_name: String,
+    #[diesel(sql_type = BigInt)]
+    observed_generation: i64,
+    #[diesel(sql_type = Bool)]
+    ready: bool,
+    #[diesel(sql_type = Bool)]
+    has_error: bool,
+    #[diesel(sql_type = Timestamptz)]
+    first_reported_at: OffsetDateTime,
+    #[diesel(sql_type = Timestamptz)]
+    last_reported_at: OffsetDateTime,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    conditions: Option<JsonText>,
+}
+
+/// `[{"type": …, "status": …}]` of [`READY_CONDITION`]: a row whose conditions contain it
+/// (`@>`, which matches an array holding an object with those two members) is ready, as
+/// [`ControllerStatus::is_ready`] decides.
+static READY_CONDITIONS: std::sync::LazyLock<JsonbText> = std::sync::LazyLock::new(|| {
+    let (condition_type, status) = READY_CONDITION;
+    encode(&serde_json::json!([{ "type": condition_type, "status": status }]))
+});
+
+/// Every controller row of a resource as the aggregate reads it. The rows' documents are
+/// neither sent nor decoded (with 16 controllers, printing and decoding their `conditions`,
+/// `metadata` and `last_error` was most of a report's cost): readiness is tested by Postgres
+/// against [`READY_CONDITIONS`], and only `reporter`'s conditions are read.
+async fn summary_rows(
+    mut conn: &AsyncPgConnection,
+    kind: ResourceKind,
+    id: Uuid,
+    reporter: Option<&str>,
+) -> Result<Vec<SummaryRow>, StorageError> {
+    let (_, rows_table, key) = tables(kind);
+    let rows: Vec<SummaryColumns> = sql(format!(
+        "SELECT controller_name, observed_generation, conditions @> $2 AS ready,
+                last_error IS NOT NULL AS has_error, first_reported_at, last_reported_at,
+                CASE WHEN controller_name = $3 THEN conditions END AS conditions
+           FROM {rows_table} WHERE {key} = $1 ORDER BY controller_name"
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<Jsonb, _>(&*READY_CONDITIONS)
+    .bind::<Nullable<Text>, _>(reporter)
+    .load(&mut conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(SummaryRow {
+                summary: ControllerSummary {
+                    observed_generation: row.observed_generation,
+                    ready: row.ready,
+                    has_error: row.has_error,
+                    first_reported_at: row.first_reported_at,
+                    last_reported_at: row.last_reported_at,
+                },
+                conditions: row
+                    .conditions
+                    .map(|c| c.decode("controller conditions"))
+                    .transpose()?,
+                controller_name: row.controller_name,
+            })
+        })
+        .collect()
 }
 
 /// Locks the resource row (`FOR UPDATE`) and returns it, deleted or not (controllers may
@@ -133,14 +216,6 @@ pub async fn controller_rows(
     kind: ResourceKind,
     id: Uuid,
 ) -> Result<Vec<ControllerStatus>, StorageError> {
-    controller_rows_on(&*conn, kind, id).await
-}
-
-async fn controller_rows_on(
-    mut conn: &AsyncPgConnection,
-    kind: ResourceKind,
-    id: Uuid,
-) -> Result<Vec<ControllerStatus>, StorageError> {
     let (_, rows_table, key) = tables(kind);
     let rows: Vec<ControllerRow> = sql(format!(
         "SELECT controller_name, observed_generation, conditions, metadata, last_error,
@@ -148,7 +223,7 @@ async fn controller_rows_on(
            FROM {rows_table} WHERE {key} = $1 ORDER BY controller_name"
     ))
     .bind::<SqlUuid, _>(id)
-    .load(&mut conn)
+    .load(conn)
     .await?;
     rows.into_iter().map(controller_status).collect()
 }

@@ -1425,7 +1425,7 @@ async fn a_saved_report_and_its_aggregate_are_read_back_under_the_lock() {
     let kind = ResourceKind::Cluster;
     let ready = conn
         .transaction::<_, StorageError, _>(async |conn| {
-            let (target, rows) = status::lock_with_rows(conn, kind, cluster.id)
+            let (target, rows) = status::lock_with_rows(conn, kind, cluster.id, None)
                 .await?
                 .expect("the cluster exists");
             assert_eq!((target.cluster_id, target.generation), (cluster.id, 1));
@@ -1454,7 +1454,7 @@ async fn a_saved_report_and_its_aggregate_are_read_back_under_the_lock() {
     // Both controller rows (by name) and the aggregate written with them.
     let (target, rows) = conn
         .transaction::<_, StorageError, _>(async |conn| {
-            status::lock_with_rows(conn, kind, cluster.id).await
+            status::lock_with_rows(conn, kind, cluster.id, Some("ctl-b")).await
         })
         .await
         .unwrap()
@@ -1462,12 +1462,15 @@ async fn a_saved_report_and_its_aggregate_are_read_back_under_the_lock() {
     assert_eq!(target.status, ready);
     let names: Vec<_> = rows.iter().map(|r| r.controller_name.as_str()).collect();
     assert_eq!(names, ["ctl-a", "ctl-b"]);
+    // Only the named reporter's conditions are read.
+    let with_conditions: Vec<_> = rows.iter().map(|r| r.conditions.is_some()).collect();
+    assert_eq!(with_conditions, [false, true]);
 
     // A resource that does not exist: nothing to lock, and nothing is written for it.
     let missing = Uuid::now_v7();
     let found = conn
         .transaction::<_, StorageError, _>(async |conn| {
-            status::lock_with_rows(conn, kind, missing).await
+            status::lock_with_rows(conn, kind, missing, None).await
         })
         .await
         .unwrap();
@@ -1486,6 +1489,105 @@ async fn a_saved_report_and_its_aggregate_are_read_back_under_the_lock() {
     .await
     .unwrap_err();
     assert!(matches!(err, StorageError::NotFound), "{err}");
+}
+
+/// A report's transaction reads its resource's controller rows as summaries, readiness tested
+/// by Postgres: they must be what the domain makes of the full rows, whatever the rows hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_summaries_agree_with_the_domain_on_the_full_rows() {
+    use cls_domain::resource::ResourceKind;
+    use cls_domain::status::{ConditionStatus, ControllerCondition, ErrorInfo};
+    use cls_storage::status;
+
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let cluster = create_cluster(&mut conn, &alice(), "summarised").await;
+    let kind = ResourceKind::Cluster;
+    let condition = |condition_type: &str, status| ControllerCondition {
+        condition_type: condition_type.into(),
+        status,
+        reason: "r".into(),
+        message: "m".into(),
+        last_transition_time: now(),
+        severity: None,
+    };
+    let error = ErrorInfo {
+        controller_name: "ctl".into(),
+        error_type: "Transient".into(),
+        error_code: "E1".into(),
+        message: "boom".into(),
+        user_actionable: false,
+        suggestions: None,
+        details: None,
+        retry_after: None,
+        timestamp: None,
+    };
+    use ConditionStatus::{False, True, Unknown};
+    let shapes = [
+        (vec![], None),
+        (vec![condition("Available", True)], None),
+        (vec![condition("Available", False)], None),
+        (vec![condition("Available", Unknown)], None),
+        (vec![condition("Ready", True)], None),
+        (vec![condition("available", True)], None),
+        (
+            vec![condition("Ready", False), condition("Available", True)],
+            None,
+        ),
+        (vec![condition("Available", True)], Some(error.clone())),
+        (vec![], Some(error)),
+    ];
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("Available".into(), json!("True"));
+    for (i, (conditions, last_error)) in shapes.iter().enumerate() {
+        let report = cls_domain::status::ValidReport {
+            controller_name: format!("ctl-{i}"),
+            observed_generation: 1,
+            conditions: conditions.clone(),
+            metadata: metadata.clone(),
+            last_error: last_error.clone(),
+        };
+        let status = cls_domain::aggregate::initial_status(kind, 1, now());
+        status::save_report(
+            &mut conn,
+            kind,
+            cluster.id,
+            &report,
+            now(),
+            now(),
+            &status,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+
+    let full = status::controller_rows(&mut conn, kind, cluster.id)
+        .await
+        .unwrap();
+    assert_eq!(full.len(), shapes.len());
+    let ready: Vec<_> = full.iter().map(|r| r.is_ready()).collect();
+    assert_eq!(
+        ready,
+        [false, true, false, false, false, false, true, true, false],
+        "the shapes cover both outcomes"
+    );
+    for reporter in [None, Some("ctl-6")] {
+        let (_, summaries) = conn
+            .transaction::<_, StorageError, _>(async |conn| {
+                status::lock_with_rows(conn, kind, cluster.id, reporter).await
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(summaries.len(), full.len());
+        for (summary, row) in summaries.iter().zip(&full) {
+            assert_eq!(summary.controller_name, row.controller_name);
+            assert_eq!(summary.summary, row.summary(), "{}", row.controller_name);
+            let own = reporter == Some(row.controller_name.as_str());
+            assert_eq!(summary.conditions.as_ref(), own.then_some(&row.conditions));
+        }
+    }
 }
 
 /// The unfiltered total of a cluster list is read from per-owner counts a trigger keeps, a

@@ -9,7 +9,8 @@ use cls_domain::identity::Caller;
 use cls_domain::parse::{ParseError, parse_json};
 use cls_domain::resource::ResourceKind;
 use cls_domain::status::{
-    ControllerReport, ControllerStatus, Phase, Status, ValidReport, validate_report,
+    ControllerReport, ControllerStatus, ControllerSummary, Phase, Status, ValidReport,
+    validate_report,
 };
 use cls_storage::{PgPool, StorageError, status};
 use diesel_async::AsyncConnection as _;
@@ -190,7 +191,9 @@ impl Aggregator {
         let windows = (self.grace, self.progress_window);
         let (accepted, change) = conn
             .transaction::<_, ReportError, _>(async |conn| {
-                let Some((target, rows)) = status::lock_with_rows(conn, kind, id).await? else {
+                let reporter = report.controller_name.as_deref().map(str::trim);
+                let Some((target, rows)) = status::lock_with_rows(conn, kind, id, reporter).await?
+                else {
                     return Err(ReportError::Rejected(not_found(kind)));
                 };
                 let decision = decide(&report, &target, rows, now, windows)?;
@@ -260,10 +263,12 @@ impl Aggregator {
                 .transaction::<_, StorageError, _>(async |conn| {
                     let mut changes = Vec::new();
                     for id in status::due_for_recheck(conn, kind, now, batch).await? {
-                        let Some((target, rows)) = status::lock_with_rows(conn, kind, id).await?
+                        let Some((target, rows)) =
+                            status::lock_with_rows(conn, kind, id, None).await?
                         else {
                             continue;
                         };
+                        let rows: Vec<_> = rows.iter().map(|r| r.summary).collect();
                         let change = recompute(conn, &target, &rows, now, windows).await?;
                         changes.push((id, target.cluster_id, change));
                     }
@@ -294,7 +299,7 @@ struct Decision {
 fn decide(
     report: &ControllerReport,
     target: &status::StatusTarget,
-    mut rows: Vec<ControllerStatus>,
+    rows: Vec<status::SummaryRow>,
     now: OffsetDateTime,
     windows: (time::Duration, time::Duration),
 ) -> Result<Decision, ReportError> {
@@ -303,20 +308,20 @@ fn decide(
         .iter()
         .position(|r| Some(r.controller_name.as_str()) == name);
     if let (Some(i), Some(reported)) = (previous, report.observed_generation)
-        && reported < rows[i].observed_generation
+        && reported < rows[i].summary.observed_generation
     {
         return Err(ReportError::Rejected(Rejected::new(
             ErrorCode::StaleStatusReport,
             format!(
                 "this controller already reported on generation {}; a report on generation {reported} is stale",
-                rows[i].observed_generation
+                rows[i].summary.observed_generation
             ),
         )));
     }
     let valid = validate_report(
         report.clone(),
         target.generation,
-        previous.map(|i| &rows[i]),
+        previous.and_then(|i| rows[i].conditions.as_deref()),
         now,
     )
     .map_err(|errors| {
@@ -327,23 +332,19 @@ fn decide(
         })
     })?;
     let first_reported_at = previous
-        .map(|i| &rows[i])
+        .map(|i| &rows[i].summary)
         .filter(|r| r.observed_generation == valid.observed_generation)
         .map_or(now, |r| r.first_reported_at);
-    let row = ControllerStatus {
-        controller_name: valid.controller_name.clone(),
-        observed_generation: valid.observed_generation,
-        conditions: valid.conditions.clone(),
-        metadata: valid.metadata.clone(),
-        last_error: valid.last_error.clone(),
-        first_reported_at: cls_storage::truncate_to_micros(first_reported_at),
-        last_reported_at: cls_storage::truncate_to_micros(now),
-    };
+    let mut summaries: Vec<ControllerSummary> = rows.iter().map(|r| r.summary).collect();
+    let row = valid.summary(
+        cls_storage::truncate_to_micros(first_reported_at),
+        cls_storage::truncate_to_micros(now),
+    );
     match previous {
-        Some(i) => rows[i] = row,
-        None => rows.push(row),
+        Some(i) => summaries[i] = row,
+        None => summaries.push(row),
     }
-    let result = aggregate_now(target, &rows, now, windows);
+    let result = aggregate_now(target, &summaries, now, windows);
     Ok(Decision {
         valid,
         first_reported_at,
@@ -389,7 +390,7 @@ impl Decision {
 /// The aggregate of `rows` for `target` at `now` (the pure domain function).
 fn aggregate_now(
     target: &status::StatusTarget,
-    rows: &[ControllerStatus],
+    rows: &[ControllerSummary],
     now: OffsetDateTime,
     (grace, progress_window): (time::Duration, time::Duration),
 ) -> Aggregate {
@@ -413,7 +414,7 @@ fn phase_change(target: &status::StatusTarget, result: &Aggregate) -> Option<Pha
 async fn recompute(
     conn: &mut cls_storage::AsyncPgConnection,
     target: &status::StatusTarget,
-    rows: &[ControllerStatus],
+    rows: &[ControllerSummary],
     now: OffsetDateTime,
     windows: (time::Duration, time::Duration),
 ) -> Result<Option<Phase>, StorageError> {
