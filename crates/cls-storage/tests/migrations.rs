@@ -15,7 +15,8 @@ struct Line {
     line: String,
 }
 
-/// A textual dump of the public schema: tables, columns, indexes, constraints, functions.
+/// A textual dump of the public schema: tables, columns, indexes, constraints, functions,
+/// triggers and storage parameters.
 async fn dump(conn: &mut AsyncPgConnection) -> Vec<String> {
     let sql = "
         SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' '
@@ -30,6 +31,9 @@ async fn dump(conn: &mut AsyncPgConnection) -> Vec<String> {
         SELECT 'function ' || proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace
         UNION ALL
         SELECT 'trigger ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+        UNION ALL
+        SELECT 'options ' || relname || ' ' || array_to_string(reloptions, ',')
+          FROM pg_class WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL
         ORDER BY 1";
     diesel::sql_query(sql)
         .load::<Line>(conn)

@@ -1590,6 +1590,91 @@ async fn controller_summaries_agree_with_the_domain_on_the_full_rows() {
     }
 }
 
+#[derive(diesel::QueryableByName)]
+struct Updates {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    updated: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    hot: i64,
+}
+
+impl Updates {
+    /// The updates and HOT updates since `earlier`.
+    fn since(&self, earlier: &Updates) -> (i64, i64) {
+        (self.updated - earlier.updated, self.hot - earlier.hot)
+    }
+}
+
+/// Updates of `table` this backend has not reported to the statistics yet (the current
+/// transaction's among them), and how many were heap-only (HOT).
+async fn updates_in_transaction(
+    conn: &mut diesel_async::AsyncPgConnection,
+    table: &str,
+) -> Updates {
+    use diesel_async::RunQueryDsl as _;
+    diesel::sql_query(
+        "SELECT n_tup_upd AS updated, n_tup_hot_upd AS hot
+           FROM pg_stat_xact_user_tables WHERE relname = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(table)
+    .get_result(conn)
+    .await
+    .unwrap()
+}
+
+#[derive(diesel::QueryableByName)]
+struct Id {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+}
+
+/// A status report changes no indexed column of its resource's row, and the resource tables
+/// keep room on each page for a row's next version, so a report updates the row in place
+/// (HOT): no entry in any of the table's seven indexes. With pages filled to the default
+/// 100 % this failed for every full page (migration `2026-12-08-000001_room_for_status_updates`).
+/// One cluster per page is reported on, so that no update needs the room an earlier one took
+/// (which Postgres frees only once no snapshot in the cluster could still see it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_update_rows_in_place() {
+    use cls_domain::resource::ResourceKind;
+    use cls_storage::status;
+    use diesel_async::RunQueryDsl as _;
+
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    // Enough clusters to fill several pages.
+    for i in 0..32 {
+        create_cluster(&mut conn, &alice(), &format!("hot-{i}")).await;
+    }
+    let first_on_each_page: Vec<Id> = diesel::sql_query(
+        "SELECT DISTINCT ON ((ctid::text::point)[0]) id FROM clusters
+          ORDER BY (ctid::text::point)[0], ctid",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    assert!(first_on_each_page.len() > 3, "several pages");
+    let kind = ResourceKind::Cluster;
+    let report = valid_report("ctl-a");
+    let status = cls_domain::aggregate::initial_status(kind, 1, now());
+    let (mut updated, mut hot) = (0, 0);
+    for Id { id } in &first_on_each_page {
+        let (u, h) = conn
+            .transaction::<_, StorageError, _>(async |conn| {
+                let before = updates_in_transaction(conn, "clusters").await;
+                status::save_report(conn, kind, *id, &report, now(), now(), &status, None).await?;
+                Ok(updates_in_transaction(conn, "clusters")
+                    .await
+                    .since(&before))
+            })
+            .await
+            .unwrap();
+        (updated, hot) = (updated + u, hot + h);
+    }
+    let n = i64::try_from(first_on_each_page.len()).unwrap();
+    assert_eq!((updated, hot), (n, n), "every report's update is HOT");
+}
+
 /// The unfiltered total of a cluster list is read from per-owner counts a trigger keeps, a
 /// filtered one is a `count(*)`. Both must agree after concurrent creates and deletions made
 /// through several connections (so several count slots), and a purge of deleted clusters must
