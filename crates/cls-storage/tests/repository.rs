@@ -1511,17 +1511,9 @@ async fn controller_summaries_agree_with_the_domain_on_the_full_rows() {
         last_transition_time: now(),
         severity: None,
     };
-    let error = ErrorInfo {
-        controller_name: "ctl".into(),
-        error_type: "Transient".into(),
-        error_code: "E1".into(),
-        message: "boom".into(),
-        user_actionable: false,
-        suggestions: None,
-        details: None,
-        retry_after: None,
-        timestamp: None,
-    };
+    let error: ErrorInfo = serde_json::from_value(json!({"controllerName": "ctl",
+        "errorType": "Transient", "errorCode": "E1", "message": "boom", "userActionable": false}))
+    .unwrap();
     use ConditionStatus::{False, True, Unknown};
     let shapes = [
         (vec![], None),
