@@ -171,3 +171,78 @@ async fn relay_statements_skip_the_published_rows_under_generic_plans() {
     let (pruned, read) = reads!(outbox::prune_published(&mut conn, long_ago, 100));
     assert_eq!((pruned, read), (0, 0), "prune_published");
 }
+
+/// The relay's writes by id (marking a batch published, recording a failure, dead-lettering)
+/// read only their own rows during a backlog, even when the statistics were gathered while
+/// almost nothing was pending (autovacuum analyzes between bursts). Guarded by
+/// `state = 'pending'`, the planner took the `outbox_pending` index as the cheaper way to them
+/// and read every pending row: here 5 000 of them for a batch of 10.
+#[tokio::test]
+async fn relay_writes_by_id_read_only_their_rows_during_a_backlog() {
+    use cls_storage::outbox;
+
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    diesel::sql_query("ALTER TABLE outbox SET (autovacuum_enabled = false)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let insert = |state: &'static str, from: u32, to: u32| {
+        format!(
+            "INSERT INTO outbox (id, shard, cluster_id, ordering_key, topic, event_type, body,
+                                 attributes, state, published_at)
+             SELECT gen_random_uuid(), 0, c, c::text, 'cluster-events', 'cluster.updated',
+                    '{{}}', '{{}}', '{state}', CASE WHEN '{state}' = 'published' THEN now() END
+             FROM generate_series({from}, {to}) g, LATERAL (SELECT md5(g::text)::uuid AS c) x"
+        )
+    };
+    for statement in [
+        insert("published", 1, 20_000),
+        "ANALYZE outbox".to_owned(),
+        insert("pending", 20_001, 25_000),
+    ] {
+        diesel::sql_query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let batch: Vec<uuid::Uuid> = outbox::pending_in_shard(&mut conn, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(batch.len(), 10);
+
+    async fn in_transaction<T>(
+        conn: &mut AsyncPgConnection,
+        call: impl AsyncFnOnce(&mut AsyncPgConnection) -> T,
+    ) -> (T, i64) {
+        // The counts stay in the backend until it reports them, which it does only between
+        // transactions: within one, the difference is the call's.
+        diesel::sql_query("BEGIN").execute(conn).await.unwrap();
+        let before = outbox_tuples_read(conn).await;
+        let result = call(conn).await;
+        let read = outbox_tuples_read(conn).await - before;
+        diesel::sql_query("ROLLBACK").execute(conn).await.unwrap();
+        (result, read)
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let (marked, read) = in_transaction(&mut conn, async |c| {
+        outbox::mark_published(c, &batch, now).await
+    })
+    .await;
+    assert_eq!((marked.unwrap(), read), (10, 10), "mark_published");
+    let (failed, read) = in_transaction(&mut conn, async |c| {
+        outbox::record_failure(c, &batch[..3], "unavailable").await
+    })
+    .await;
+    failed.unwrap();
+    assert_eq!(read, 3, "record_failure");
+    let (dead, read) = in_transaction(&mut conn, async |c| {
+        outbox::dead_letter(c, batch[0], "invalid").await
+    })
+    .await;
+    assert!(dead.unwrap());
+    assert_eq!(read, 1, "dead_letter");
+}
