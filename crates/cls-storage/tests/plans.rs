@@ -106,6 +106,22 @@ async fn outbox_tuples_read(conn: &mut AsyncPgConnection) -> i64 {
     read.n
 }
 
+/// Runs `call` in a transaction it rolls back; returns its result and how many outbox rows it
+/// read.
+async fn in_transaction<T>(
+    conn: &mut AsyncPgConnection,
+    call: impl AsyncFnOnce(&mut AsyncPgConnection) -> T,
+) -> (T, i64) {
+    // The counts stay in the backend until it reports them, which it does only between
+    // transactions: within one, the difference is the call's.
+    diesel::sql_query("BEGIN").execute(conn).await.unwrap();
+    let before = outbox_tuples_read(conn).await;
+    let result = call(conn).await;
+    let read = outbox_tuples_read(conn).await - before;
+    diesel::sql_query("ROLLBACK").execute(conn).await.unwrap();
+    (result, read)
+}
+
 /// The relay's reads, the backlog it reports at every `/metrics` scrape and the retention
 /// prune go through the outbox's partial indexes even under generic plans, the plans Postgres
 /// caches for a prepared statement (and the only ones with `plan_cache_mode =
@@ -138,37 +154,28 @@ async fn relay_statements_skip_the_published_rows_under_generic_plans() {
         .await
         .unwrap();
 
-    macro_rules! reads {
-        ($call:expr) => {{
-            // The counts stay in the backend until it reports them, which it does only
-            // between transactions: within one, the difference is the call's.
-            diesel::sql_query("BEGIN").execute(&mut conn).await.unwrap();
-            let before = outbox_tuples_read(&mut conn).await;
-            let result = $call.await.unwrap();
-            let read = outbox_tuples_read(&mut conn).await - before;
-            diesel::sql_query("ROLLBACK")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            (result, read)
-        }};
-    }
-
-    let (rows, read) = reads!(outbox::pending_in_shard(&mut conn, 0, 100));
+    let (rows, read) = in_transaction(&mut conn, async |c| {
+        outbox::pending_in_shard(c, 0, 100).await.unwrap()
+    })
+    .await;
     assert_eq!((rows.len(), read), (5, 5), "pending_in_shard");
     let paused = rows[0].ordering_key.clone();
-    let (rows, read) = reads!(outbox::pending_in_shard_except(
-        &mut conn,
-        0,
-        &[paused.as_str()],
-        100
-    ));
+    let (rows, read) = in_transaction(&mut conn, async |c| {
+        outbox::pending_in_shard_except(c, 0, &[paused.as_str()], 100)
+            .await
+            .unwrap()
+    })
+    .await;
     assert_eq!((rows.len(), read), (4, 5), "pending_in_shard_except");
-    let (backlog, read) = reads!(outbox::backlog(&mut conn));
+    let (backlog, read) =
+        in_transaction(&mut conn, async |c| outbox::backlog(c).await.unwrap()).await;
     assert_eq!((backlog.pending, backlog.dead), (5, 3));
     assert!(read <= 8, "backlog read {read} outbox rows");
     let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-    let (pruned, read) = reads!(outbox::prune_published(&mut conn, long_ago, 100));
+    let (pruned, read) = in_transaction(&mut conn, async |c| {
+        outbox::prune_published(c, long_ago, 100).await.unwrap()
+    })
+    .await;
     assert_eq!((pruned, read), (0, 0), "prune_published");
 }
 
@@ -214,19 +221,6 @@ async fn relay_writes_by_id_read_only_their_rows_during_a_backlog() {
         .collect();
     assert_eq!(batch.len(), 10);
 
-    async fn in_transaction<T>(
-        conn: &mut AsyncPgConnection,
-        call: impl AsyncFnOnce(&mut AsyncPgConnection) -> T,
-    ) -> (T, i64) {
-        // The counts stay in the backend until it reports them, which it does only between
-        // transactions: within one, the difference is the call's.
-        diesel::sql_query("BEGIN").execute(conn).await.unwrap();
-        let before = outbox_tuples_read(conn).await;
-        let result = call(conn).await;
-        let read = outbox_tuples_read(conn).await - before;
-        diesel::sql_query("ROLLBACK").execute(conn).await.unwrap();
-        (result, read)
-    }
     let now = time::OffsetDateTime::now_utc();
     let (marked, read) = in_transaction(&mut conn, async |c| {
         outbox::mark_published(c, &batch, now).await
