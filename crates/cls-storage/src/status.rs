@@ -3,10 +3,9 @@
 //! A report is stored with the aggregate recomputed from the rows it was read with, in one
 //! transaction: [`lock_with_rows`] locks the resource row and reads what the aggregate needs of
 //! its controller rows, then [`save_report`] writes the controller row and the aggregate in one
-//! statement. Concurrent
-//! reports on a resource serialise on its row lock, so none leaves a stale aggregate. The
-//! sweep finds its work with [`due_for_recheck`] (`SKIP LOCKED`), then does the same with
-//! [`store`].
+//! statement. Concurrent reports on a resource serialise on its row lock, so none leaves a
+//! stale aggregate. The sweep finds its work with [`due_for_recheck`] (`SKIP LOCKED`), then
+//! does the same with [`store`].
 
 use cls_domain::resource::ResourceKind;
 use cls_domain::status::{

@@ -196,7 +196,7 @@ impl Aggregator {
                 else {
                     return Err(ReportError::Rejected(not_found(kind)));
                 };
-                let decision = decide(&report, &target, rows, now, windows)?;
+                let decision = decide(&report, reporter, &target, rows, now, windows)?;
                 decision.save(conn, &target, now).await?;
                 Ok(decision.outcome(&target))
             })
@@ -295,18 +295,19 @@ struct Decision {
 }
 
 /// Checks `report` against the resource and its rows (stale, invalid) and recomputes the
-/// aggregate with the report's row in place of the controller's previous one.
+/// aggregate with the report's row in place of the controller's previous one. `reporter` is
+/// the report's controller name as the rows were read for (trimmed).
 fn decide(
     report: &ControllerReport,
+    reporter: Option<&str>,
     target: &status::StatusTarget,
     rows: Vec<status::SummaryRow>,
     now: OffsetDateTime,
     windows: (time::Duration, time::Duration),
 ) -> Result<Decision, ReportError> {
-    let name = report.controller_name.as_deref().map(str::trim);
     let previous = rows
         .iter()
-        .position(|r| Some(r.controller_name.as_str()) == name);
+        .position(|r| Some(r.controller_name.as_str()) == reporter);
     if let (Some(i), Some(reported)) = (previous, report.observed_generation)
         && reported < rows[i].summary.observed_generation
     {
